@@ -1,0 +1,9 @@
+//! Loading the kernel probes, choosing what they trace, and reading what they
+//! report.
+pub mod decode;
+pub mod probes;
+pub mod reader;
+pub mod tracefs;
+
+pub use decode::{CloseInfo, DataEvent, Event};
+pub use probes::{CaptureError, Probes, ProbeStats, Selection, Selector};

@@ -1,0 +1,296 @@
+//! Loading the embedded probes, attaching them, and steering their filter.
+use std::path::PathBuf;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use seam_common::{Config, Probe, STATS_LEN, mode, stat};
+
+use super::tracefs;
+
+/// The probe object built by `agent/build.rs`.
+static PROBES_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/seam-probes"));
+
+/// Every tracepoint program: (program, category, event).
+const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("enter_read", "syscalls", "sys_enter_read"),
+    ("exit_read", "syscalls", "sys_exit_read"),
+    ("enter_write", "syscalls", "sys_enter_write"),
+    ("exit_write", "syscalls", "sys_exit_write"),
+    ("enter_readv", "syscalls", "sys_enter_readv"),
+    ("exit_readv", "syscalls", "sys_exit_readv"),
+    ("enter_writev", "syscalls", "sys_enter_writev"),
+    ("exit_writev", "syscalls", "sys_exit_writev"),
+    ("enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
+    ("exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
+    ("enter_sendto", "syscalls", "sys_enter_sendto"),
+    ("exit_sendto", "syscalls", "sys_exit_sendto"),
+    ("enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
+    ("exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
+    ("enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
+    ("exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
+    ("enter_sendfile", "syscalls", "sys_enter_sendfile64"),
+    ("exit_sendfile", "syscalls", "sys_exit_sendfile64"),
+    ("sock_send_length", "sock", "sock_send_length"),
+    ("sock_recv_length", "sock", "sock_recv_length"),
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+    ("process_fork", "sched", "sched_process_fork"),
+    ("process_exec", "sched", "sched_process_exec"),
+    ("process_exit", "sched", "sched_process_exit"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(
+        "tracefs is not mounted, so tracepoints cannot be attached; mount it with \
+         `mount -t tracefs nodev /sys/kernel/tracing`"
+    )]
+    NoTracefs,
+    #[error(
+        "the kernel refused to load the probes ({0}); seam needs root (or CAP_BPF + \
+         CAP_PERFMON), Linux >= 6.3 with BTF at /sys/kernel/btf/vmlinux"
+    )]
+    Load(#[source] aya::EbpfError),
+    #[error("the probe object has no program `{0}` (build mismatch)")]
+    MissingProgram(&'static str),
+    #[error("the probe object has no map `{0}` (build mismatch)")]
+    MissingMap(&'static str),
+    #[error("loading program `{name}`: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error(
+        "attaching to tracepoint {category}:{event} failed ({source}); this kernel may \
+         lack it (the sock:sock_*_length tracepoints need Linux >= 6.3)"
+    )]
+    Attach {
+        category: &'static str,
+        event: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map `{name}`: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> CaptureError {
+    move |source| CaptureError::Map { name, source }
+}
+
+/// Which processes the probes report on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Selection {
+    /// Every process but the agent.
+    #[default]
+    All,
+    /// Processes chosen by pid, executable name or listening port, plus their
+    /// descendants.
+    Allowlist {
+        pids: Vec<u32>,
+        exe_names: Vec<String>,
+        ports: Vec<u16>,
+    },
+}
+
+/// Handles on the filter maps, to change the traced set while running.
+pub struct Selector {
+    pids: HashMap<MapData, u32, u8>,
+    cgroups: HashMap<MapData, u64, u8>,
+    ports: HashMap<MapData, u16, u8>,
+    config: Array<MapData, Config>,
+    agent_tgid: u32,
+}
+
+impl Selector {
+    pub fn trace_pid(&mut self, pid: u32) -> Result<(), CaptureError> {
+        if pid == self.agent_tgid {
+            return Ok(());
+        }
+        self.pids.insert(pid, 1, 0).map_err(map_err("TRACED_PIDS"))
+    }
+
+    pub fn untrace_pid(&mut self, pid: u32) {
+        // Absent keys are fine: the probes remove exited processes themselves.
+        let _ = self.pids.remove(&pid);
+    }
+
+    pub fn trace_port(&mut self, port: u16) -> Result<(), CaptureError> {
+        self.ports.insert(port, 1, 0).map_err(map_err("TRACED_PORTS"))
+    }
+
+    pub fn trace_cgroup(&mut self, id: u64) -> Result<(), CaptureError> {
+        self.cgroups.insert(id, 1, 0).map_err(map_err("TRACED_CGROUPS"))
+    }
+
+    pub fn untrace_cgroup(&mut self, id: u64) {
+        let _ = self.cgroups.remove(&id);
+    }
+
+    /// Tgids in the allowlist now.
+    pub fn traced_pids(&self) -> Vec<u32> {
+        self.pids.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Switches mode (see `seam_common::mode`).
+    pub fn set_mode(&mut self, new_mode: u32) -> Result<(), CaptureError> {
+        let mut config = self.config.get(&0, 0).map_err(map_err("CONFIG"))?;
+        config.mode = new_mode;
+        self.config.set(0, config, 0).map_err(map_err("CONFIG"))
+    }
+}
+
+/// Per-probe counters summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProbeStats {
+    /// (probe, emitted, lost, read_failed)
+    pub per_probe: Vec<(Probe, u64, u64, u64)>,
+}
+
+impl ProbeStats {
+    pub fn lost(&self) -> u64 {
+        self.per_probe.iter().map(|p| p.2).sum()
+    }
+
+    pub fn emitted(&self) -> u64 {
+        self.per_probe.iter().map(|p| p.1).sum()
+    }
+}
+
+/// The loaded probes. Dropping this detaches every program and frees every
+/// map: nothing is pinned, so nothing outlives the agent.
+pub struct Probes {
+    ebpf: Ebpf,
+    stats: PerCpuArray<MapData, u64>,
+    tracefs: PathBuf,
+}
+
+impl Probes {
+    /// Loads (verifies) every program; attaches nothing yet.
+    pub fn load(ring_buffer_bytes: u32) -> Result<Self, CaptureError> {
+        let tracefs = tracefs::mount_point().ok_or(CaptureError::NoTracefs)?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", ring_buffer_bytes)
+            .load(PROBES_ELF)
+            .map_err(CaptureError::Load)?;
+        for (name, _, _) in TRACEPOINTS {
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or(CaptureError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| CaptureError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| CaptureError::Program { name, source })?;
+        }
+        let stats = PerCpuArray::try_from(
+            ebpf.take_map("STATS").ok_or(CaptureError::MissingMap("STATS"))?,
+        )
+        .map_err(map_err("STATS"))?;
+        Ok(Self {
+            ebpf,
+            stats,
+            tracefs,
+        })
+    }
+
+    /// Writes the filter, then attaches every program. Returns the selector
+    /// for later changes.
+    pub fn start(
+        &mut self,
+        selection: &Selection,
+        agent_tgid: u32,
+    ) -> Result<Selector, CaptureError> {
+        let mut selector = Selector {
+            pids: HashMap::try_from(self.take("TRACED_PIDS")?).map_err(map_err("TRACED_PIDS"))?,
+            cgroups: HashMap::try_from(self.take("TRACED_CGROUPS")?)
+                .map_err(map_err("TRACED_CGROUPS"))?,
+            ports: HashMap::try_from(self.take("TRACED_PORTS")?).map_err(map_err("TRACED_PORTS"))?,
+            config: Array::try_from(self.take("CONFIG")?).map_err(map_err("CONFIG"))?,
+            agent_tgid,
+        };
+        let fork_offset = tracefs::fork_child_pid_offset(&self.tracefs).unwrap_or(0);
+        let probe_mode = match selection {
+            Selection::All => mode::ALL,
+            Selection::Allowlist { pids, ports, .. } => {
+                for pid in pids {
+                    selector.trace_pid(*pid)?;
+                }
+                for port in ports {
+                    selector.trace_port(*port)?;
+                }
+                mode::ALLOWLIST
+            }
+        };
+        selector
+            .config
+            .set(
+                0,
+                Config {
+                    mode: probe_mode,
+                    agent_tgid,
+                    fork_child_pid_offset: fork_offset,
+                    _pad: 0,
+                },
+                0,
+            )
+            .map_err(map_err("CONFIG"))?;
+        for (name, category, event) in TRACEPOINTS {
+            let program: &mut TracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(CaptureError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| CaptureError::Program { name, source })?;
+            program
+                .attach(category, event)
+                .map_err(|source| CaptureError::Attach {
+                    category,
+                    event,
+                    source,
+                })?;
+        }
+        Ok(selector)
+    }
+
+    fn take(&mut self, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
+        self.ebpf.take_map(name).ok_or(CaptureError::MissingMap(name))
+    }
+
+    /// The ring buffer, for the reader.
+    pub fn ring(&mut self) -> Result<RingBuf<MapData>, CaptureError> {
+        RingBuf::try_from(self.take("EVENTS")?).map_err(map_err("EVENTS"))
+    }
+
+    /// Counters of every probe, summed over CPUs.
+    pub fn stats(&self) -> ProbeStats {
+        let value = |i: u32| -> u64 {
+            self.stats
+                .get(&i, 0)
+                .map(|per_cpu| per_cpu.iter().sum())
+                .unwrap_or(0)
+        };
+        debug_assert_eq!(STATS_LEN, Probe::COUNT * stat::COUNT);
+        ProbeStats {
+            per_probe: Probe::ALL
+                .iter()
+                .map(|p| {
+                    let base = *p as u32 * stat::COUNT;
+                    (
+                        *p,
+                        value(base + stat::EMITTED),
+                        value(base + stat::LOST),
+                        value(base + stat::READ_FAILED),
+                    )
+                })
+                .collect(),
+        }
+    }
+}

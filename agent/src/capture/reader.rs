@@ -1,0 +1,52 @@
+//! Draining the ring buffer. The reader waits on the ring's fd with tokio's
+//! `AsyncFd`, decodes everything available and hands it on in batches. It
+//! blocks when the next stage is behind, so that overload shows up where it
+//! is counted per probe: as ring buffer losses in the kernel.
+use std::sync::Arc;
+
+use aya::maps::{MapData, RingBuf};
+use bytes::BytesMut;
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+
+use super::decode::{Event, decode};
+use crate::metrics::{self, Counters};
+
+/// Events handed to the connection stage at most this many at a time.
+const BATCH: usize = 512;
+
+pub async fn run(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<Vec<Event>>,
+    counters: Arc<Counters>,
+) -> std::io::Result<()> {
+    // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns
+    // the ring buffer, and always reports that same fd.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    let mut arena = BytesMut::with_capacity(256 * 1024);
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut full = Vec::new();
+        {
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                metrics::inc(&counters.events_read);
+                match decode(&item, &mut arena) {
+                    Some(event) => batch.push(event),
+                    None => metrics::inc(&counters.events_malformed),
+                }
+                if batch.len() == BATCH {
+                    full.push(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                }
+            }
+        }
+        guard.clear_ready();
+        full.push(batch);
+        for b in full.into_iter().filter(|b| !b.is_empty()) {
+            if tx.send(b).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Command line of the `seam` binary.
+use clap::{Args, Parser, Subcommand};
+
+/// seam: traces the HTTP traffic of this Linux host with eBPF and exports
+/// OpenTelemetry spans, without changing or restarting the traced programs.
+///
+/// With no OTLP endpoint configured (flag or OTEL_EXPORTER_OTLP_ENDPOINT),
+/// finished spans are printed to the console. Needs root (or CAP_BPF,
+/// CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH) and Linux >= 6.3 with BTF.
+#[derive(Debug, Parser)]
+#[command(name = "seam", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace (the default when no command is given).
+    Run(RunArgs),
+}
+
+#[derive(Clone, Debug, Default, Args)]
+pub struct RunArgs {
+    /// Trace only these processes and the children they fork (repeatable,
+    /// or comma-separated). Default: every process except seam itself.
+    #[arg(long = "pid", value_name = "PID", value_delimiter = ',', help_heading = "Selection")]
+    pub pids: Vec<u32>,
+
+    /// Trace processes with this name: their comm, executable file name, or
+    /// the file name of their interpreter's script (`gunicorn`, `app.py`).
+    /// Processes started later are picked up when they exec.
+    #[arg(long = "exe-name", value_name = "NAME", value_delimiter = ',', help_heading = "Selection")]
+    pub exe_names: Vec<String>,
+
+    /// Trace processes that listen on this TCP port (now, or when they call
+    /// listen() later).
+    #[arg(long = "port", value_name = "PORT", value_delimiter = ',', help_heading = "Selection")]
+    pub ports: Vec<u16>,
+
+    /// OTLP endpoint, e.g. http://localhost:4317 (grpc) or
+    /// http://localhost:4318 (http/protobuf). Overrides
+    /// OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.
+    #[arg(long, value_name = "URL", help_heading = "Export")]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP protocol. Overrides OTEL_EXPORTER_OTLP_PROTOCOL. When neither is
+    /// set: grpc for port 4317, else http/protobuf.
+    #[arg(long, value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"], help_heading = "Export")]
+    pub otlp_protocol: Option<String>,
+
+    /// Also print spans to the console while exporting OTLP.
+    #[arg(long, help_heading = "Export")]
+    pub console: bool,
+
+    /// Do not link same-host client and server spans by their connection's
+    /// addresses (only headers and threads link spans then).
+    #[arg(long, help_heading = "Tracing")]
+    pub no_tuple_linking: bool,
+
+    /// Size of the kernel ring buffer, in MiB (a power of two).
+    #[arg(long, value_name = "MIB", default_value_t = 16, help_heading = "Tuning")]
+    pub ring_buffer_mib: u32,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `seam=debug`.
+    #[arg(long, value_name = "FILTER", env = "SEAM_LOG", default_value = "info", help_heading = "Logging")]
+    pub log: String,
+}
+
+impl Cli {
+    /// The run arguments, whether given before or after `run`.
+    pub fn run_args(&self) -> &RunArgs {
+        match &self.command {
+            Some(Command::Run(args)) => args,
+            None => &self.run,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn selection_flags_accept_lists() {
+        let cli = Cli::parse_from(["seam", "--pid", "1,2", "--pid", "3", "--exe-name", "gunicorn", "--port", "8000,8001"]);
+        let run = cli.run_args();
+        assert_eq!(run.pids, vec![1, 2, 3]);
+        assert_eq!(run.exe_names, vec!["gunicorn"]);
+        assert_eq!(run.ports, vec![8000, 8001]);
+        assert_eq!(run.ring_buffer_mib, 16);
+        let cli = Cli::parse_from(["seam", "run", "--port", "80"]);
+        assert_eq!(cli.run_args().ports, vec![80]);
+        assert!(Cli::try_parse_from(["seam", "--otlp-protocol", "http/json"]).is_err());
+    }
+}

@@ -1,0 +1,403 @@
+//! Connection tracking: groups transfers by TCP connection, knows which
+//! process and which addresses each connection has, feeds the protocol
+//! parser, and tells the stitch stage when requests start and end.
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::Arc,
+};
+
+use crate::{
+    capture::{CloseInfo, DataEvent, Event, Selector},
+    discover::{
+        self,
+        process::{ProcessInfo, ProcessTable},
+        sockets::{self, Endpoints},
+    },
+    metrics::{self, Counters},
+    protocol::{
+        Direction, Role, Timing,
+        http1::{Exchange, Http1Conn, Http1Event, RequestHead},
+    },
+};
+
+/// Identity of one request: its connection (socket) and its order on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestKey {
+    pub sock: u64,
+    pub seq: u64,
+}
+
+/// What every request on a connection shares.
+#[derive(Debug)]
+pub struct ConnMeta {
+    pub sock: u64,
+    pub pid: u32,
+    pub process: Arc<ProcessInfo>,
+    /// The traced process's side of the connection.
+    pub role: Role,
+    pub endpoints: Option<Endpoints>,
+    /// Bytes came from a TLS library (the wire carried https).
+    pub tls: bool,
+}
+
+/// What the connection stage tells the stitch stage.
+#[derive(Debug)]
+pub enum Record {
+    /// A request's head was read (server) or written (client) by thread `tid`.
+    Start {
+        key: RequestKey,
+        conn: Arc<ConnMeta>,
+        tid: u32,
+        head: RequestHead,
+        timing: Timing,
+    },
+    /// The request got its final response.
+    Done {
+        key: RequestKey,
+        conn: Arc<ConnMeta>,
+        exchange: Exchange,
+    },
+    /// The request will get no response.
+    Abandoned { key: RequestKey },
+}
+
+struct Conn {
+    pid: u32,
+    endpoints: Option<Endpoints>,
+    tls: bool,
+    http: Http1Conn,
+    /// Set once the first message shows which side this process is.
+    meta: Option<Arc<ConnMeta>>,
+    last_ns: u64,
+    reported_errors: (u64, u64),
+}
+
+/// Knobs of the connection stage.
+#[derive(Clone, Debug)]
+pub struct ConnConfig {
+    pub proc_root: PathBuf,
+    /// A connection with no traffic for this long is forgotten.
+    pub idle_timeout_ns: u64,
+    /// `--exe-name` values, matched at each exec.
+    pub exe_names: Vec<String>,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        Self {
+            proc_root: PathBuf::from("/proc"),
+            idle_timeout_ns: 300 * 1_000_000_000,
+            exe_names: Vec::new(),
+        }
+    }
+}
+
+/// The connection stage's state.
+pub struct ConnTracker {
+    config: ConnConfig,
+    conns: HashMap<u64, Conn>,
+    procs: ProcessTable,
+    preexisting: HashMap<(u32, i32), Endpoints>,
+    selector: Option<Selector>,
+    counters: Arc<Counters>,
+    scratch: Vec<Http1Event>,
+}
+
+impl ConnTracker {
+    pub fn new(
+        config: ConnConfig,
+        preexisting: HashMap<(u32, i32), Endpoints>,
+        selector: Option<Selector>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self {
+            procs: ProcessTable::new(config.proc_root.clone()),
+            config,
+            conns: HashMap::new(),
+            preexisting,
+            selector,
+            counters,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Connections tracked now.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Handles one event, appending what it completed to `out`.
+    pub fn handle(&mut self, event: Event, out: &mut Vec<Record>) {
+        match event {
+            Event::Data(data) => self.on_data(data, out),
+            Event::Close(close) => self.on_close(close, out),
+            Event::Exec { pid, comm } => {
+                self.procs.forget(pid);
+                self.match_exe(pid, &comm);
+            }
+            Event::Exit { pid } => {
+                self.procs.forget(pid);
+                self.preexisting.retain(|(p, _), _| *p != pid);
+            }
+        }
+        self.counters
+            .connections_open
+            .store(self.conns.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn match_exe(&mut self, pid: u32, comm: &str) {
+        if self.config.exe_names.is_empty() {
+            return;
+        }
+        let Some(selector) = self.selector.as_mut() else {
+            return;
+        };
+        let mut names = discover::process_names(&self.config.proc_root, pid);
+        names.push(comm.to_string());
+        if names.iter().any(|n| self.config.exe_names.contains(n)) {
+            if let Err(e) = selector.trace_pid(pid) {
+                tracing::warn!(pid, error = %e, "could not start tracing a matching process");
+            } else {
+                tracing::info!(pid, name = comm, "tracing new process");
+            }
+        }
+    }
+
+    fn on_data(&mut self, ev: DataEvent, out: &mut Vec<Record>) {
+        let conn = match self.conns.get_mut(&ev.sock) {
+            Some(conn) => conn,
+            None => {
+                let endpoints = ev
+                    .endpoints
+                    .or_else(|| self.preexisting.get(&(ev.pid, ev.fd)).copied())
+                    .or_else(|| sockets::resolve(&self.config.proc_root, ev.pid, ev.fd));
+                if endpoints.is_none() {
+                    metrics::inc(&self.counters.tuple_unknown);
+                }
+                self.conns.entry(ev.sock).or_insert(Conn {
+                    pid: ev.pid,
+                    endpoints,
+                    tls: ev.tls,
+                    http: Http1Conn::new(),
+                    meta: None,
+                    last_ns: ev.timing.exit_ns,
+                    reported_errors: (0, 0),
+                })
+            }
+        };
+        if conn.pid != ev.pid {
+            // The socket changed hands (fd passing, fork): spans follow the new owner.
+            conn.pid = ev.pid;
+            conn.meta = None;
+        }
+        conn.tls |= ev.tls;
+        conn.last_ns = ev.timing.exit_ns;
+        self.scratch.clear();
+        conn.http
+            .feed(ev.direction, &ev.payload, ev.len, ev.timing, &mut self.scratch);
+        let Some(requests_dir) = conn.http.requests_direction() else {
+            return;
+        };
+        if conn.meta.is_none() {
+            let role = if requests_dir == Direction::Ingress {
+                Role::Server
+            } else {
+                Role::Client
+            };
+            conn.meta = Some(Arc::new(ConnMeta {
+                sock: ev.sock,
+                pid: conn.pid,
+                process: self.procs.get(conn.pid, None),
+                role,
+                endpoints: conn.endpoints,
+                tls: conn.tls,
+            }));
+        }
+        let meta = conn.meta.clone().expect("set above");
+        Self::forward(&self.counters, &meta, ev.tid, &mut self.scratch, out);
+        let errors = conn.http.errors();
+        let (d0, o0) = conn.reported_errors;
+        metrics::add(&self.counters.stream_desyncs, errors.desyncs - d0);
+        metrics::add(&self.counters.orphan_responses, errors.orphan_responses - o0);
+        conn.reported_errors = (errors.desyncs, errors.orphan_responses);
+    }
+
+    fn forward(
+        counters: &Counters,
+        meta: &Arc<ConnMeta>,
+        tid: u32,
+        events: &mut Vec<Http1Event>,
+        out: &mut Vec<Record>,
+    ) {
+        for e in events.drain(..) {
+            match e {
+                Http1Event::RequestHead { seq, head, start } => {
+                    metrics::inc(&counters.requests_seen);
+                    out.push(Record::Start {
+                        key: RequestKey { sock: meta.sock, seq },
+                        conn: meta.clone(),
+                        tid,
+                        head,
+                        timing: start,
+                    });
+                }
+                Http1Event::Exchange(exchange) => {
+                    metrics::inc(&counters.exchanges);
+                    out.push(Record::Done {
+                        key: RequestKey {
+                            sock: meta.sock,
+                            seq: exchange.seq,
+                        },
+                        conn: meta.clone(),
+                        exchange,
+                    });
+                }
+                Http1Event::Abandoned { seq } => {
+                    metrics::inc(&counters.requests_abandoned);
+                    out.push(Record::Abandoned {
+                        key: RequestKey { sock: meta.sock, seq },
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_close(&mut self, close: CloseInfo, out: &mut Vec<Record>) {
+        if !(close.closed || close.sent_fin) {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&close.sock) else {
+            return;
+        };
+        self.scratch.clear();
+        conn.http.close(&mut self.scratch);
+        if let Some(meta) = conn.meta.clone() {
+            Self::forward(&self.counters, &meta, 0, &mut self.scratch, out);
+        }
+        if close.closed {
+            self.conns.remove(&close.sock);
+        }
+    }
+
+    /// Forgets connections idle since before `now_ns - idle_timeout`.
+    pub fn sweep(&mut self, now_ns: u64, out: &mut Vec<Record>) {
+        let cutoff = now_ns.saturating_sub(self.config.idle_timeout_ns);
+        let idle: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.last_ns < cutoff)
+            .map(|(s, _)| *s)
+            .collect();
+        for sock in idle {
+            if let Some(mut conn) = self.conns.remove(&sock) {
+                self.scratch.clear();
+                conn.http.close(&mut self.scratch);
+                if let Some(meta) = conn.meta {
+                    Self::forward(&self.counters, &meta, 0, &mut self.scratch, out);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn data(sock: u64, pid: u32, dir: Direction, bytes: &'static [u8], t: u64) -> Event {
+        Event::Data(DataEvent {
+            sock,
+            pid,
+            tid: pid + 1,
+            fd: 5,
+            direction: dir,
+            tls: false,
+            role: None,
+            endpoints: Some(Endpoints {
+                local: "127.0.0.1:8000".parse().unwrap(),
+                peer: "127.0.0.1:40000".parse().unwrap(),
+            }),
+            timing: Timing {
+                enter_ns: t,
+                exit_ns: t + 1,
+            },
+            len: bytes.len() as u64,
+            payload: Bytes::from_static(bytes),
+            probe: None,
+        })
+    }
+
+    fn tracker() -> ConnTracker {
+        ConnTracker::new(
+            ConnConfig {
+                proc_root: "/nonexistent".into(),
+                ..Default::default()
+            },
+            HashMap::new(),
+            None,
+            Arc::new(Counters::default()),
+        )
+    }
+
+    #[test]
+    fn server_request_start_and_done() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        t.handle(data(1, 100, Direction::Ingress, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 10), &mut out);
+        assert_eq!(out.len(), 1);
+        let Record::Start { conn, tid, .. } = &out[0] else {
+            panic!("{:?}", out[0]);
+        };
+        assert_eq!(conn.role, Role::Server);
+        assert_eq!(*tid, 101);
+        t.handle(data(1, 100, Direction::Egress, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 20), &mut out);
+        assert!(matches!(out[1], Record::Done { key: RequestKey { sock: 1, seq: 0 }, .. }));
+        t.handle(
+            Event::Close(CloseInfo {
+                sock: 1,
+                ts_ns: 30,
+                closed: true,
+                sent_fin: false,
+            }),
+            &mut out,
+        );
+        assert!(t.is_empty());
+        assert_eq!(t.counters.exchanges.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn close_abandons_and_sweep_forgets_idle() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        t.handle(data(1, 100, Direction::Egress, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", 10), &mut out);
+        t.handle(data(2, 100, Direction::Egress, b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n", 10), &mut out);
+        t.handle(
+            Event::Close(CloseInfo {
+                sock: 1,
+                ts_ns: 30,
+                closed: true,
+                sent_fin: false,
+            }),
+            &mut out,
+        );
+        assert!(matches!(out[2], Record::Abandoned { key: RequestKey { sock: 1, seq: 0 } }));
+        t.sweep(10 + t.config.idle_timeout_ns + 100, &mut out);
+        assert!(matches!(out[3], Record::Abandoned { key: RequestKey { sock: 2, seq: 0 } }));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn non_http_connection_produces_nothing() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        t.handle(data(1, 100, Direction::Egress, b"*1\r\n$4\r\nPING\r\n", 10), &mut out);
+        t.handle(data(1, 100, Direction::Ingress, b"+PONG\r\n", 11), &mut out);
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,278 @@
+//! OTLP exporter settings from the standard OpenTelemetry environment
+//! variables (https://opentelemetry.io/docs/specs/otel/protocol/exporter/),
+//! with command-line flags taking precedence.
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+impl Protocol {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "grpc" => Ok(Protocol::Grpc),
+            "http/protobuf" => Ok(Protocol::HttpProtobuf),
+            other => Err(format!(
+                "unsupported OTLP protocol `{other}`; allowed values: grpc, http/protobuf"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+/// Where and how spans are sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtlpSettings {
+    /// gRPC: the collector's base URL. HTTP: the full traces URL.
+    pub url: String,
+    pub protocol: Protocol,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+    /// PEM file of the CA that signed the collector's certificate.
+    pub certificate: Option<String>,
+}
+
+/// Batching of spans before export (the `OTEL_BSP_*` variables).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchSettings {
+    pub schedule_delay: Duration,
+    /// Spans held while the backend is slow or down; beyond this they are
+    /// dropped and counted.
+    pub max_queue: usize,
+    pub max_batch: usize,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            schedule_delay: Duration::from_millis(1000),
+            max_queue: 65_536,
+            max_batch: 512,
+        }
+    }
+}
+
+/// Reads one variable, trimmed, treating empty as unset.
+fn var(get: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+fn signal_var(get: &dyn Fn(&str) -> Option<String>, suffix: &str) -> Option<String> {
+    var(get, &format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}"))
+        .or_else(|| var(get, &format!("OTEL_EXPORTER_OTLP_{suffix}")))
+}
+
+/// `key=value,key2=value2`, values percent-decoded.
+pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("OTLP header `{pair}` is not key=value"))?;
+            let k = k.trim();
+            if k.is_empty() {
+                return Err(format!("OTLP header `{pair}` has an empty key"));
+            }
+            let v = crate::discover::process::parse_resource_attributes(&format!("v={}", v.trim()))
+                .pop()
+                .map(|(_, v)| v)
+                .ok_or_else(|| format!("OTLP header `{k}` has a badly encoded value"))?;
+            Ok((k.to_string(), v))
+        })
+        .collect()
+}
+
+/// Settings from flags and environment; `Ok(None)` when no endpoint is
+/// configured anywhere (seam then prints spans to the console).
+pub fn otlp_settings(
+    get: &dyn Fn(&str) -> Option<String>,
+    cli_endpoint: Option<&str>,
+    cli_protocol: Option<Protocol>,
+) -> Result<Option<OtlpSettings>, String> {
+    let signal_endpoint = var(get, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    let base_endpoint = var(get, "OTEL_EXPORTER_OTLP_ENDPOINT");
+    let (endpoint, is_signal_url) = match (cli_endpoint, signal_endpoint, base_endpoint) {
+        (Some(cli), _, _) => (cli.to_string(), false),
+        (None, Some(url), _) => (url, true),
+        (None, None, Some(base)) => (base, false),
+        (None, None, None) => return Ok(None),
+    };
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|e| format!("OTLP endpoint `{endpoint}` is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(format!(
+                "OTLP endpoint `{endpoint}` must start with http:// or https://"
+            ));
+        }
+    }
+    let protocol = match cli_protocol {
+        Some(p) => p,
+        None => match signal_var(get, "PROTOCOL") {
+            Some(p) => Protocol::parse(&p)?,
+            // Unset: the port usually says which one the collector speaks.
+            None if uri.port_u16() == Some(4317) => Protocol::Grpc,
+            None => Protocol::HttpProtobuf,
+        },
+    };
+    let url = match protocol {
+        Protocol::Grpc => endpoint,
+        Protocol::HttpProtobuf if is_signal_url => endpoint,
+        Protocol::HttpProtobuf => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+    };
+    let headers = match signal_var(get, "HEADERS") {
+        Some(h) => parse_headers(&h)?,
+        None => Vec::new(),
+    };
+    let timeout = match signal_var(get, "TIMEOUT") {
+        Some(ms) => Duration::from_millis(
+            ms.parse()
+                .map_err(|_| format!("OTEL_EXPORTER_OTLP_TIMEOUT `{ms}` is not milliseconds"))?,
+        ),
+        None => Duration::from_secs(10),
+    };
+    Ok(Some(OtlpSettings {
+        url,
+        protocol,
+        headers,
+        timeout,
+        certificate: signal_var(get, "CERTIFICATE"),
+    }))
+}
+
+/// Batch settings from `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE`
+/// and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
+pub fn batch_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<BatchSettings, String> {
+    let mut b = BatchSettings::default();
+    let num = |name: &str| -> Result<Option<u64>, String> {
+        var(get, name)
+            .map(|v| v.parse::<u64>().map_err(|_| format!("{name} `{v}` is not a number")))
+            .transpose()
+    };
+    if let Some(ms) = num("OTEL_BSP_SCHEDULE_DELAY")? {
+        b.schedule_delay = Duration::from_millis(ms);
+    }
+    if let Some(n) = num("OTEL_BSP_MAX_QUEUE_SIZE")? {
+        b.max_queue = n.max(1) as usize;
+    }
+    if let Some(n) = num("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")? {
+        b.max_batch = (n.max(1) as usize).min(b.max_queue);
+    }
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn no_endpoint_means_console() {
+        assert_eq!(otlp_settings(&env(&[]), None, None), Ok(None));
+    }
+
+    #[test]
+    fn base_endpoint_gets_traces_path_for_http() {
+        let s = otlp_settings(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")]), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.protocol, Protocol::HttpProtobuf);
+        assert_eq!(s.url, "http://c:4318/v1/traces");
+        assert_eq!(s.timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn signal_endpoint_is_used_as_is_and_wins() {
+        let s = otlp_settings(
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://sig:9999/custom"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ]),
+            None,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.url, "http://sig:9999/custom");
+    }
+
+    #[test]
+    fn grpc_by_port_or_by_variable_and_flags_win() {
+        let s = otlp_settings(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!((s.protocol, s.url.as_str()), (Protocol::Grpc, "http://c:4317"));
+        let s = otlp_settings(
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ]),
+            Some("http://flag:1234"),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((s.protocol, s.url.as_str()), (Protocol::Grpc, "http://flag:1234"));
+        let s = otlp_settings(&env(&[]), Some("http://flag:4317"), Some(Protocol::HttpProtobuf))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.url, "http://flag:4317/v1/traces");
+    }
+
+    #[test]
+    fn headers_timeout_and_errors() {
+        let s = otlp_settings(
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=abc%3D%3D, x-tenant = t1"),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ]),
+            None,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            s.headers,
+            vec![("api-key".into(), "abc==".into()), ("x-tenant".into(), "t1".into())]
+        );
+        assert_eq!(s.timeout, Duration::from_millis(2500));
+        let bad = |pairs: &[(&str, &str)]| otlp_settings(&env(pairs), None, None).unwrap_err();
+        assert!(bad(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4317")]).contains("http://"));
+        assert!(bad(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")])
+            .contains("allowed values: grpc, http/protobuf"));
+        assert!(bad(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_EXPORTER_OTLP_HEADERS", "novalue")])
+            .contains("key=value"));
+    }
+
+    #[test]
+    fn batch_variables() {
+        let b = batch_settings(&env(&[
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1000"),
+        ]))
+        .unwrap();
+        assert_eq!(b.schedule_delay, Duration::from_millis(200));
+        assert_eq!((b.max_queue, b.max_batch), (100, 100));
+        assert!(batch_settings(&env(&[("OTEL_BSP_MAX_QUEUE_SIZE", "lots")])).is_err());
+    }
+}

@@ -1,0 +1,338 @@
+//! OTLP export over gRPC or HTTP/protobuf. Each traced process is its own
+//! resource, so one request carries one `ResourceSpans` per process.
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_client::TraceServiceClient,
+    },
+    common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value},
+    resource::v1::Resource as ProtoResource,
+    trace::v1::{ResourceSpans, ScopeSpans, Span as ProtoSpan, Status as ProtoStatus, span, status},
+};
+use prost::Message as _;
+
+use super::env::{OtlpSettings, Protocol};
+use crate::span::{Attributes, Resource, Span, SpanKind, Status, Value};
+
+fn any_value(v: &Value) -> AnyValue {
+    AnyValue {
+        value: Some(match v {
+            Value::Str(s) => any_value::Value::StringValue(s.clone()),
+            Value::Int(i) => any_value::Value::IntValue(*i),
+            Value::Bool(b) => any_value::Value::BoolValue(*b),
+            Value::F64(f) => any_value::Value::DoubleValue(*f),
+        }),
+    }
+}
+
+fn key_values(attrs: &Attributes) -> Vec<KeyValue> {
+    attrs
+        .iter()
+        .map(|(k, v)| KeyValue {
+            key: k.clone(),
+            value: Some(any_value(v)),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn proto_span(s: &Span) -> ProtoSpan {
+    ProtoSpan {
+        trace_id: s.trace_id.to_vec(),
+        span_id: s.span_id.to_vec(),
+        trace_state: s.trace_state.clone(),
+        parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+        // W3C flags in the low byte; bit 8: remoteness is known; bit 9: the
+        // parent is in another process (a server span's parent always is).
+        flags: s.flags as u32
+            | 0x100
+            | if s.kind == SpanKind::Server && s.parent_span_id.is_some() { 0x200 } else { 0 },
+        name: s.name.clone(),
+        kind: match s.kind {
+            SpanKind::Server => span::SpanKind::Server,
+            SpanKind::Client => span::SpanKind::Client,
+            SpanKind::Internal => span::SpanKind::Internal,
+        } as i32,
+        start_time_unix_nano: s.start_unix_ns,
+        end_time_unix_nano: s.end_unix_ns,
+        attributes: key_values(&s.attributes),
+        status: Some(ProtoStatus {
+            message: String::new(),
+            code: match s.status {
+                Status::Unset => status::StatusCode::Unset,
+                Status::Error => status::StatusCode::Error,
+            } as i32,
+        }),
+        ..Default::default()
+    }
+}
+
+/// One export request: spans grouped under their process's resource.
+pub fn request(spans: &[Span]) -> ExportTraceServiceRequest {
+    let mut groups: Vec<(Arc<Resource>, Vec<ProtoSpan>)> = Vec::new();
+    let mut index: HashMap<*const Resource, usize> = HashMap::new();
+    for s in spans {
+        let i = *index.entry(Arc::as_ptr(&s.resource)).or_insert_with(|| {
+            groups.push((s.resource.clone(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(proto_span(s));
+    }
+    ExportTraceServiceRequest {
+        resource_spans: groups
+            .into_iter()
+            .map(|(resource, spans)| ResourceSpans {
+                resource: Some(ProtoResource {
+                    attributes: key_values(&resource.attributes),
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "seam".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    spans,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            })
+            .collect(),
+    }
+}
+
+/// Why an export failed, and whether sending the same batch again may help.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ExportError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+/// What the backend said about a delivered request.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Spans the backend says it rejected (OTLP partial success).
+    pub rejected: u64,
+    pub message: String,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Grpc {
+        client: TraceServiceClient<tonic::transport::Channel>,
+        metadata: tonic::metadata::MetadataMap,
+    },
+    Http {
+        client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<bytes::Bytes>>,
+        uri: http::Uri,
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    },
+}
+
+/// A connection to an OTLP receiver.
+#[derive(Clone)]
+pub struct OtlpClient {
+    transport: Transport,
+    timeout: Duration,
+}
+
+impl OtlpClient {
+    pub fn new(settings: &OtlpSettings) -> Result<Self, String> {
+        if settings.url.starts_with("https://") {
+            return Err(format!(
+                "OTLP endpoint `{}` uses TLS, which this build of seam does not support yet; \
+                 use an http:// endpoint (for example a local collector)",
+                settings.url
+            ));
+        }
+        let transport = match settings.protocol {
+            Protocol::Grpc => {
+                let channel = tonic::transport::Endpoint::from_shared(settings.url.clone())
+                    .map_err(|e| format!("OTLP endpoint `{}`: {e}", settings.url))?
+                    .timeout(settings.timeout)
+                    .connect_timeout(settings.timeout)
+                    .connect_lazy();
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                for (k, v) in &settings.headers {
+                    let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| format!("OTLP header name `{k}` is not valid"))?;
+                    let value = v
+                        .parse()
+                        .map_err(|_| format!("OTLP header `{k}` has a value gRPC cannot carry"))?;
+                    metadata.insert(key, value);
+                }
+                Transport::Grpc {
+                    client: TraceServiceClient::new(channel),
+                    metadata,
+                }
+            }
+            Protocol::HttpProtobuf => {
+                let uri: http::Uri = settings
+                    .url
+                    .parse()
+                    .map_err(|e| format!("OTLP endpoint `{}`: {e}", settings.url))?;
+                let headers = settings
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        Ok((
+                            http::HeaderName::from_bytes(k.as_bytes())
+                                .map_err(|_| format!("OTLP header name `{k}` is not valid"))?,
+                            http::HeaderValue::from_str(v)
+                                .map_err(|_| format!("OTLP header `{k}` has an invalid value"))?,
+                        ))
+                    })
+                    .collect::<Result<_, String>>()?;
+                Transport::Http {
+                    client: Client::builder(TokioExecutor::new()).build_http(),
+                    uri,
+                    headers,
+                }
+            }
+        };
+        Ok(Self {
+            transport,
+            timeout: settings.timeout,
+        })
+    }
+
+    /// Sends one request.
+    pub async fn export(&mut self, req: ExportTraceServiceRequest) -> Result<Delivered, ExportError> {
+        match &mut self.transport {
+            Transport::Grpc { client, metadata } => {
+                let mut request = tonic::Request::new(req);
+                *request.metadata_mut() = metadata.clone();
+                request.set_timeout(self.timeout);
+                match client.export(request).await {
+                    Ok(resp) => Ok(delivered(resp.into_inner())),
+                    Err(status) => Err(ExportError {
+                        retryable: matches!(
+                            status.code(),
+                            tonic::Code::Unavailable
+                                | tonic::Code::ResourceExhausted
+                                | tonic::Code::DeadlineExceeded
+                                | tonic::Code::Aborted
+                                | tonic::Code::Cancelled
+                                | tonic::Code::OutOfRange
+                                | tonic::Code::DataLoss
+                                | tonic::Code::Unknown
+                        ),
+                        message: format!("gRPC {:?}: {}", status.code(), status.message()),
+                    }),
+                }
+            }
+            Transport::Http {
+                client,
+                uri,
+                headers,
+            } => {
+                let mut builder = http::Request::post(uri.clone())
+                    .header(http::header::CONTENT_TYPE, "application/x-protobuf");
+                for (k, v) in headers.iter() {
+                    builder = builder.header(k, v);
+                }
+                let body = Full::new(bytes::Bytes::from(req.encode_to_vec()));
+                let request = builder.body(body).map_err(|e| ExportError {
+                    message: e.to_string(),
+                    retryable: false,
+                })?;
+                let response = tokio::time::timeout(self.timeout, client.request(request))
+                    .await
+                    .map_err(|_| ExportError {
+                        message: format!("no answer within {:?}", self.timeout),
+                        retryable: true,
+                    })?
+                    .map_err(|e| ExportError {
+                        message: format!("HTTP request failed: {e}"),
+                        retryable: true,
+                    })?;
+                let status = response.status();
+                let body = tokio::time::timeout(self.timeout, response.into_body().collect())
+                    .await
+                    .map_err(|_| ExportError {
+                        message: "response body timed out".into(),
+                        retryable: true,
+                    })?
+                    .map_err(|e| ExportError {
+                        message: format!("reading response: {e}"),
+                        retryable: true,
+                    })?
+                    .to_bytes();
+                if status.is_success() {
+                    let resp = ExportTraceServiceResponse::decode(body).unwrap_or_default();
+                    Ok(delivered(resp))
+                } else {
+                    Err(ExportError {
+                        retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+                        message: format!("HTTP {status}"),
+                    })
+                }
+            }
+        }
+    }
+}
+
+fn delivered(resp: ExportTraceServiceResponse) -> Delivered {
+    match resp.partial_success {
+        Some(p) => Delivered {
+            rejected: p.rejected_spans.max(0) as u64,
+            message: p.error_message,
+        },
+        None => Delivered::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(resource: &Arc<Resource>, name: &str, parent: bool) -> Span {
+        let mut attributes = Attributes::default();
+        attributes.set("http.response.status_code", 200i64);
+        Span {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: parent.then_some([3; 8]),
+            trace_state: "k=v".into(),
+            flags: 1,
+            name: name.into(),
+            kind: SpanKind::Server,
+            start_unix_ns: 10,
+            end_unix_ns: 20,
+            attributes,
+            status: Status::Error,
+            resource: resource.clone(),
+        }
+    }
+
+    #[test]
+    fn groups_spans_by_process_resource() {
+        let mut a = Attributes::default();
+        a.set("service.name", "order");
+        let order = Arc::new(Resource { attributes: a });
+        let mut b = Attributes::default();
+        b.set("service.name", "payment");
+        let payment = Arc::new(Resource { attributes: b });
+        let req = request(&[span(&order, "GET", false), span(&payment, "POST", true), span(&order, "PUT", true)]);
+        assert_eq!(req.resource_spans.len(), 2);
+        let first = &req.resource_spans[0];
+        assert_eq!(
+            first.resource.as_ref().unwrap().attributes[0].value.as_ref().unwrap().value,
+            Some(any_value::Value::StringValue("order".into()))
+        );
+        let names: Vec<&str> = first.scope_spans[0].spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["GET", "PUT"]);
+        let s = &first.scope_spans[0].spans[1];
+        assert_eq!(s.parent_span_id, vec![3; 8]);
+        assert_eq!(s.kind, span::SpanKind::Server as i32);
+        assert_eq!(s.status.as_ref().unwrap().code, status::StatusCode::Error as i32);
+        assert_eq!(s.flags, 0x301);
+        assert_eq!(first.scope_spans[0].spans[0].parent_span_id, Vec::<u8>::new());
+        assert_eq!(first.scope_spans[0].scope.as_ref().unwrap().name, "seam");
+    }
+}

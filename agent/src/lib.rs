@@ -1,0 +1,20 @@
+//! seam: an eBPF agent that turns the HTTP traffic of a Linux host into
+//! OpenTelemetry spans without touching the traced programs.
+//!
+//! The pipeline, one module per stage, joined by bounded channels:
+//! [`capture`] (load probes, read the ring buffer) → [`conn`] (connections,
+//! processes) → [`protocol`] (HTTP/1) → [`stitch`] (ids, parents, spans) →
+//! [`export`] (OTLP or console). [`discover`] reads /proc; [`config`] holds
+//! what the user asked for; [`metrics`] counts everything that is dropped.
+pub mod capture;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod conn;
+pub mod discover;
+pub mod export;
+pub mod metrics;
+pub mod pipeline;
+pub mod protocol;
+pub mod span;
+pub mod stitch;

@@ -1,0 +1,67 @@
+//! Counters of what the pipeline did and, above all, what it dropped. Every
+//! place that can lose data increments one of these; they are logged and
+//! exported so that nothing is lost silently.
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Process-wide pipeline counters.
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        impl Counters {
+            /// `(name, value)` of every counter, for logs and metrics.
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name.load(Relaxed)),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Ring buffer records read.
+    events_read,
+    /// Ring buffer records that could not be decoded.
+    events_malformed,
+    /// HTTP requests whose head was parsed.
+    requests_seen,
+    /// Request/response pairs completed.
+    exchanges,
+    /// Requests that never got a response (connection closed, framing lost, timeout).
+    requests_abandoned,
+    /// Times a connection's byte stream lost HTTP framing and resynchronised.
+    stream_desyncs,
+    /// Responses with no request to pair with.
+    orphan_responses,
+    /// Connections whose addresses could not be found.
+    tuple_unknown,
+    /// Connections tracked now.
+    connections_open,
+    /// Spans produced.
+    spans_created,
+    /// Spans dropped because the export queue was full.
+    spans_dropped_queue_full,
+    /// Spans dropped after export failed.
+    spans_dropped_export_failed,
+    /// Spans delivered to the backend (or printed).
+    spans_exported,
+    /// Export requests that failed (each may be retried).
+    export_errors,
+}
+
+/// Adds `n` to a counter.
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Relaxed);
+}
+
+/// Adds one to a counter.
+pub fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Relaxed);
+}
+
+/// Reads a counter.
+pub fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Relaxed)
+}

@@ -1,0 +1,277 @@
+//! Wires the stages together and runs them until a signal arrives.
+//!
+//! capture (ring buffer reader) → conn (connections, HTTP/1) → stitch (ids,
+//! parents, spans) → export. Each arrow is a bounded channel. The first two
+//! block when full, so overload turns into ring buffer losses the kernel
+//! counts per probe; the last never blocks: spans that do not fit are
+//! dropped and counted.
+use std::{path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::{signal::unix::SignalKind, sync::mpsc};
+
+use crate::{
+    capture::{self, Event, Probes, ProbeStats, Selection},
+    clock::Clock,
+    config::AgentConfig,
+    conn::{ConnConfig, ConnTracker, Record},
+    discover::{self, sockets},
+    export::{self, Output},
+    metrics::{self, Counters},
+    span::Span,
+    stitch::Stitcher,
+};
+
+const PROC: &str = "/proc";
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let counters = Arc::new(Counters::default());
+    let agent_pid = std::process::id();
+    let proc_root = Path::new(PROC);
+
+    let mut probes = Probes::load(config.ring_buffer_bytes)?;
+    let selection = resolve_selection(&config.selection, proc_root);
+    let mut selector = probes.start(&selection, agent_pid)?;
+    // After attaching, so that every connection is either in this scan or
+    // seen by the probes from its handshake.
+    let scan = sockets::scan(proc_root, agent_pid);
+    if let Selection::Allowlist { ports, .. } = &config.selection {
+        for port in ports {
+            for pid in scan.listeners.get(port).into_iter().flatten() {
+                selector.trace_pid(*pid)?;
+            }
+        }
+    }
+    exclude_local_backend(&config.output, &scan, &mut selector);
+    describe_start(&config, &selector, scan.connections.len());
+
+    let (event_tx, mut event_rx) = mpsc::channel::<Vec<Event>>(256);
+    let (record_tx, mut record_rx) = mpsc::channel::<Vec<Record>>(256);
+    let (span_tx, span_rx) = mpsc::channel::<Vec<Span>>(1024);
+    let (console_tx, console_rx) = mpsc::channel::<Vec<Span>>(1024);
+
+    let ring = probes.ring()?;
+    let mut reader = tokio::spawn(capture::reader::run(ring, event_tx, counters.clone()));
+
+    let exe_names = match &config.selection {
+        Selection::Allowlist { exe_names, .. } => exe_names.clone(),
+        Selection::All => Vec::new(),
+    };
+    let mut tracker = ConnTracker::new(
+        ConnConfig {
+            exe_names,
+            ..ConnConfig::default()
+        },
+        scan.connections,
+        Some(selector),
+        counters.clone(),
+    );
+    let conn_task = tokio::spawn(async move {
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        let mut out = Vec::new();
+        loop {
+            tokio::select! {
+                batch = event_rx.recv() => match batch {
+                    Some(batch) => for event in batch {
+                        tracker.handle(event, &mut out);
+                    },
+                    None => break,
+                },
+                _ = sweep.tick() => tracker.sweep(Clock::monotonic_now(), &mut out),
+            }
+            if !out.is_empty() && record_tx.send(std::mem::take(&mut out)).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let stitch_counters = counters.clone();
+    let stitch_config = config.stitch.clone();
+    let console_too = config.console_too;
+    let stitch_task = tokio::spawn(async move {
+        let mut stitcher = Stitcher::new(stitch_config, Clock::new());
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut spans = Vec::new();
+        let send = |spans: Vec<Span>| {
+            let n = spans.len() as u64;
+            metrics::add(&stitch_counters.spans_created, n);
+            if console_too {
+                let _ = console_tx.try_send(spans.clone());
+            }
+            if span_tx.try_send(spans).is_err() {
+                metrics::add(&stitch_counters.spans_dropped_queue_full, n);
+            }
+        };
+        loop {
+            tokio::select! {
+                records = record_rx.recv() => match records {
+                    Some(records) => for r in records {
+                        stitcher.push(r);
+                    },
+                    None => break,
+                },
+                _ = tick.tick() => {}
+            }
+            stitcher.release(Clock::monotonic_now(), &mut spans);
+            if !spans.is_empty() {
+                send(std::mem::take(&mut spans));
+            }
+        }
+        stitcher.flush(&mut spans);
+        if !spans.is_empty() {
+            send(spans);
+        }
+    });
+
+    let export_task = tokio::spawn(export::run(
+        span_rx,
+        config.output.clone(),
+        config.batch.clone(),
+        counters.clone(),
+        Duration::from_secs(5),
+    ));
+    let console_task = tokio::spawn(export::run(
+        console_rx,
+        Output::Console,
+        config.batch.clone(),
+        Arc::new(Counters::default()),
+        Duration::ZERO,
+    ));
+
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut report = tokio::time::interval(Duration::from_secs(10));
+    let mut last_lost = 0u64;
+    let mut reader_result = None;
+    let stop = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break "SIGINT",
+            _ = sigterm.recv() => break "SIGTERM",
+            r = &mut reader => {
+                reader_result = Some(r);
+                break "the ring buffer reader stopped";
+            }
+            _ = report.tick() => {
+                last_lost = report_losses(&probes.stats(), last_lost, &counters);
+            }
+        }
+    };
+    tracing::info!(signal = stop, "stopping: detaching probes and flushing spans");
+    let final_stats = probes.stats();
+    // Dropping the probes detaches every program; nothing was pinned.
+    drop(probes);
+    match reader_result {
+        None => {
+            reader.abort();
+            let _ = reader.await;
+        }
+        Some(Ok(Err(e))) => tracing::error!(error = %e, "reading the ring buffer failed"),
+        Some(_) => {}
+    }
+    conn_task.await.context("connection stage")?;
+    stitch_task.await.context("stitch stage")?;
+    match export_task.await.context("export stage")? {
+        Ok(()) => {}
+        Err(e) => tracing::error!(error = %e, "export stage failed"),
+    }
+    let _ = console_task.await;
+    summary(&final_stats, &counters);
+    Ok(())
+}
+
+/// Pids for names and ports, found in /proc now; later ones are added as
+/// they exec (names) or listen (ports, by the probes).
+fn resolve_selection(selection: &Selection, proc_root: &Path) -> Selection {
+    match selection {
+        Selection::All => Selection::All,
+        Selection::Allowlist {
+            pids,
+            exe_names,
+            ports,
+        } => {
+            let mut all = pids.clone();
+            if !exe_names.is_empty() {
+                all.extend(discover::pids_named(proc_root, exe_names));
+            }
+            all.sort_unstable();
+            all.dedup();
+            Selection::Allowlist {
+                pids: all,
+                exe_names: exe_names.clone(),
+                ports: ports.clone(),
+            }
+        }
+    }
+}
+
+/// Tracing the collector seam exports to would trace seam's own exports.
+fn exclude_local_backend(
+    output: &Output,
+    scan: &sockets::SocketScan,
+    selector: &mut capture::Selector,
+) {
+    let Output::Otlp(settings) = output else {
+        return;
+    };
+    let Ok(uri) = settings.url.parse::<http::Uri>() else {
+        return;
+    };
+    let local = matches!(uri.host(), Some("localhost" | "127.0.0.1" | "::1" | "[::1]"));
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+    if !local {
+        return;
+    }
+    for pid in scan.listeners.get(&port).into_iter().flatten() {
+        selector.untrace_pid(*pid);
+        tracing::info!(pid, port, "not tracing the local OTLP backend");
+    }
+}
+
+fn describe_start(config: &AgentConfig, selector: &capture::Selector, preexisting: usize) {
+    let what = match &config.selection {
+        Selection::All => "every process except seam".to_string(),
+        Selection::Allowlist { .. } => format!("processes {:?} and their children", selector.traced_pids()),
+    };
+    let to = match &config.output {
+        Output::Console => "the console".to_string(),
+        Output::Otlp(s) => format!("{} ({})", s.url, s.protocol.as_str()),
+    };
+    tracing::info!(
+        "seam {} tracing {what}; spans go to {to}; {preexisting} existing connections found",
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+fn report_losses(stats: &ProbeStats, last_lost: u64, counters: &Counters) -> u64 {
+    let lost = stats.lost();
+    if lost > last_lost {
+        let per: Vec<String> = stats
+            .per_probe
+            .iter()
+            .filter(|p| p.2 > 0)
+            .map(|p| format!("{}={}", p.0.name(), p.2))
+            .collect();
+        tracing::warn!(
+            lost = lost - last_lost,
+            total = lost,
+            per_probe = per.join(","),
+            "ring buffer full: events lost (raise --ring-buffer-mib)"
+        );
+    }
+    tracing::debug!(counters = ?counters.snapshot(), "pipeline");
+    lost
+}
+
+fn summary(stats: &ProbeStats, counters: &Counters) {
+    tracing::info!(
+        events = stats.emitted(),
+        lost = stats.lost(),
+        requests = metrics::get(&counters.requests_seen),
+        spans_exported = metrics::get(&counters.spans_exported),
+        spans_dropped = metrics::get(&counters.spans_dropped_queue_full)
+            + metrics::get(&counters.spans_dropped_export_failed),
+        "seam stopped"
+    );
+}

@@ -1,0 +1,278 @@
+//! HTTP span attributes per the stable OpenTelemetry HTTP semantic
+//! conventions (https://opentelemetry.io/docs/specs/semconv/http/http-spans/).
+use std::net::{IpAddr, SocketAddr};
+
+use crate::{
+    conn::ConnMeta,
+    protocol::{Role, http1::Exchange},
+    span::{Attributes, SpanKind, Status},
+};
+
+const KNOWN_METHODS: &[&str] = &[
+    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
+];
+
+/// The method as semconv wants it: known methods as-is, others as `_OTHER`.
+pub fn normalize_method(method: &str) -> (&str, bool) {
+    if KNOWN_METHODS.contains(&method) {
+        (method, true)
+    } else {
+        ("_OTHER", false)
+    }
+}
+
+/// Splits a request target into path and query (without `?`). Absolute-form
+/// targets (proxies) lose their scheme and authority.
+pub fn split_target(target: &str) -> (&str, Option<&str>) {
+    let without_fragment = target.split('#').next().unwrap_or(target);
+    let path_and_query = match without_fragment.find("://") {
+        Some(i) => {
+            let rest = &without_fragment[i + 3..];
+            rest.find('/').map_or("/", |p| &rest[p..])
+        }
+        None => without_fragment,
+    };
+    match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    }
+}
+
+/// `host[:port]` of a Host header (IPv6 literals keep their brackets out).
+pub fn split_host(host: &str) -> (String, Option<u16>) {
+    let host = host.trim();
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((ip, after)) = rest.split_once(']')
+    {
+        let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+        return (ip.to_string(), port);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => match p.parse() {
+            Ok(port) => (h.to_string(), Some(port)),
+            Err(_) => (host.to_string(), None),
+        },
+        _ => (host.to_string(), None),
+    }
+}
+
+fn ip_string(ip: IpAddr) -> String {
+    ip.to_string()
+}
+
+/// Name, kind, attributes and status of the span for one exchange.
+pub fn http_span(conn: &ConnMeta, x: &Exchange) -> (String, SpanKind, Attributes, Status) {
+    let mut a = Attributes::default();
+    let scheme = if conn.tls { "https" } else { "http" };
+    let (method, known) = normalize_method(&x.request.method);
+    a.set("http.request.method", method);
+    if !known {
+        a.set("http.request.method_original", x.request.method.as_str());
+    }
+    let status = x.response.status;
+    a.set("http.response.status_code", status as i64);
+    let (path, query) = split_target(&x.request.target);
+    a.set("url.path", path);
+    if let Some(q) = query {
+        a.set("url.query", q);
+    }
+    a.set("url.scheme", scheme);
+    a.set("network.protocol.name", "http");
+    a.set("network.protocol.version", x.request.version);
+    a.set("network.transport", "tcp");
+    if let Some(ua) = x.request.header("user-agent") {
+        a.set("user_agent.original", ua);
+    }
+    if x.request_body_len > 0 {
+        a.set("http.request.body.size", x.request_body_len as i64);
+    }
+    a.set("http.response.body.size", x.response_body_len as i64);
+
+    let host = x.request.header("host").map(split_host);
+    let (local, peer): (Option<SocketAddr>, Option<SocketAddr>) = match conn.endpoints {
+        Some(e) => (Some(e.local), Some(e.peer)),
+        None => (None, None),
+    };
+    if let Some(peer) = peer {
+        a.set("network.peer.address", ip_string(peer.ip()));
+        a.set("network.peer.port", peer.port() as i64);
+    }
+    if let Some(local) = local {
+        a.set("network.local.address", ip_string(local.ip()));
+        a.set("network.local.port", local.port() as i64);
+    }
+
+    let (kind, error) = match conn.role {
+        Role::Server => {
+            match (&host, local) {
+                (Some((h, p)), local) => {
+                    a.set("server.address", h.as_str());
+                    if let Some(port) = p.or(local.map(|l| l.port())) {
+                        a.set("server.port", port as i64);
+                    }
+                }
+                (None, Some(local)) => {
+                    a.set("server.address", ip_string(local.ip()));
+                    a.set("server.port", local.port() as i64);
+                }
+                (None, None) => {}
+            }
+            if let Some(peer) = peer {
+                a.set("client.address", ip_string(peer.ip()));
+                a.set("client.port", peer.port() as i64);
+            }
+            (SpanKind::Server, status >= 500)
+        }
+        Role::Client => {
+            let (server_host, server_port) = match (&host, peer) {
+                (Some((h, p)), peer) => (Some(h.clone()), p.or(peer.map(|p| p.port()))),
+                (None, Some(peer)) => (Some(ip_string(peer.ip())), Some(peer.port())),
+                (None, None) => (None, None),
+            };
+            if let Some(h) = &server_host {
+                a.set("server.address", h.as_str());
+            }
+            if let Some(p) = server_port {
+                a.set("server.port", p as i64);
+            }
+            if let Some(h) = &server_host {
+                let default_port = if conn.tls { 443 } else { 80 };
+                let authority = match server_port {
+                    Some(p) if p != default_port => format_authority(h, Some(p)),
+                    _ => format_authority(h, None),
+                };
+                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+                a.set("url.full", format!("{scheme}://{authority}{path}{query}"));
+            }
+            (SpanKind::Client, status >= 400)
+        }
+    };
+    let status_code = if error {
+        a.set("error.type", status.to_string());
+        Status::Error
+    } else {
+        Status::Unset
+    };
+    let name = if known { method.to_string() } else { "HTTP".to_string() };
+    (name, kind, a, status_code)
+}
+
+fn format_authority(host: &str, port: Option<u16>) -> String {
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    match port {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        discover::{process::ProcessTable, sockets::Endpoints},
+        protocol::{
+            Timing,
+            http1::{RequestHead, ResponseHead},
+        },
+    };
+
+    fn exchange(method: &str, target: &str, status: u16, headers: &[(&str, &str)]) -> Exchange {
+        Exchange {
+            seq: 0,
+            request: RequestHead {
+                method: method.into(),
+                target: target.into(),
+                version: "1.1",
+                headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            },
+            response: ResponseHead {
+                status,
+                version: "1.1",
+                headers: vec![],
+            },
+            request_start: Timing::default(),
+            request_end: Timing::default(),
+            response_start: Timing::default(),
+            response_end: Timing::default(),
+            request_body_len: 0,
+            response_body_len: 12,
+            end_inferred: false,
+        }
+    }
+
+    fn conn(role: Role) -> ConnMeta {
+        ConnMeta {
+            sock: 1,
+            pid: 1,
+            process: ProcessTable::new("/nonexistent").get(1, Some("x")),
+            role,
+            endpoints: Some(Endpoints {
+                local: "127.0.0.1:8001".parse().unwrap(),
+                peer: "127.0.0.1:45678".parse().unwrap(),
+            }),
+            tls: false,
+        }
+    }
+
+    fn s(a: &Attributes, k: &str) -> String {
+        a.get(k).map(|v| v.to_string()).unwrap_or_else(|| "<none>".into())
+    }
+
+    #[test]
+    fn server_span_attributes() {
+        let x = exchange("GET", "/check?item=123", 503, &[("Host", "inventory:8001"), ("User-Agent", "python-requests/2")]);
+        let (name, kind, a, status) = http_span(&conn(Role::Server), &x);
+        assert_eq!(name, "GET");
+        assert_eq!(kind, SpanKind::Server);
+        assert_eq!(status, Status::Error);
+        assert_eq!(s(&a, "http.request.method"), "GET");
+        assert_eq!(s(&a, "url.path"), "/check");
+        assert_eq!(s(&a, "url.query"), "item=123");
+        assert_eq!(s(&a, "url.scheme"), "http");
+        assert_eq!(s(&a, "http.response.status_code"), "503");
+        assert_eq!(s(&a, "server.address"), "inventory");
+        assert_eq!(s(&a, "server.port"), "8001");
+        assert_eq!(s(&a, "client.address"), "127.0.0.1");
+        assert_eq!(s(&a, "client.port"), "45678");
+        assert_eq!(s(&a, "network.peer.port"), "45678");
+        assert_eq!(s(&a, "network.protocol.version"), "1.1");
+        assert_eq!(s(&a, "user_agent.original"), "python-requests/2");
+        assert_eq!(s(&a, "error.type"), "503");
+        assert_eq!(s(&a, "url.full"), "<none>");
+    }
+
+    #[test]
+    fn client_span_attributes() {
+        let x = exchange("POST", "/charge", 404, &[("Host", "127.0.0.1:8002")]);
+        let mut c = conn(Role::Client);
+        c.endpoints = Some(Endpoints {
+            local: "127.0.0.1:45678".parse().unwrap(),
+            peer: "127.0.0.1:8002".parse().unwrap(),
+        });
+        let (name, kind, a, status) = http_span(&c, &x);
+        assert_eq!((name.as_str(), kind, status), ("POST", SpanKind::Client, Status::Error));
+        assert_eq!(s(&a, "server.address"), "127.0.0.1");
+        assert_eq!(s(&a, "server.port"), "8002");
+        assert_eq!(s(&a, "url.full"), "http://127.0.0.1:8002/charge");
+        assert_eq!(s(&a, "network.local.port"), "45678");
+        assert_eq!(s(&a, "client.address"), "<none>");
+        // 4xx is not a server error.
+        let (_, _, _, server_status) = http_span(&conn(Role::Server), &x);
+        assert_eq!(server_status, Status::Unset);
+    }
+
+    #[test]
+    fn other_methods_and_targets() {
+        let x = exchange("PURGE", "http://cache:8080/a/b?c=d#frag", 200, &[]);
+        let (name, _, a, _) = http_span(&conn(Role::Client), &x);
+        assert_eq!(name, "HTTP");
+        assert_eq!(s(&a, "http.request.method"), "_OTHER");
+        assert_eq!(s(&a, "http.request.method_original"), "PURGE");
+        assert_eq!(s(&a, "url.path"), "/a/b");
+        assert_eq!(s(&a, "url.full"), "http://127.0.0.1:45678/a/b?c=d");
+        assert_eq!(split_host("[::1]:8080"), ("::1".to_string(), Some(8080)));
+        assert_eq!(split_host("example.com"), ("example.com".to_string(), None));
+        assert_eq!(split_host("::1"), ("::1".to_string(), None));
+        assert_eq!(split_target("*"), ("*", None));
+    }
+}

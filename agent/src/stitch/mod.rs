@@ -1,0 +1,363 @@
+//! Trace context: every request gets its span id when it starts, and its
+//! trace id and parent from, in order of precedence,
+//!
+//! 1. the same-host client span on the other end of its connection (the
+//!    4-tuple matches, the client request started first) — so a chain of
+//!    services on one node is one trace even when nothing sends a header;
+//! 2. a valid W3C `traceparent` it carries;
+//! 3. for client requests, the server request its thread is serving
+//!    (thread-per-request servers: gunicorn sync workers, Java);
+//! 4. otherwise it starts a new trace.
+//!
+//! Records arrive from the connection stage in ring-buffer order, which can
+//! differ from causal order by a few microseconds across CPUs (a server may
+//! read a request before the client's `send` returns). A short reorder buffer
+//! sorts them by the times that causality orders: a client request starts
+//! when its first `write` is entered, a server request when its first `read`
+//! returns.
+pub mod attrs;
+pub mod traceparent;
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, VecDeque},
+    net::SocketAddr,
+    sync::Arc,
+};
+
+use rand::RngCore as _;
+
+use crate::{
+    clock::Clock,
+    conn::{ConnMeta, Record, RequestKey},
+    protocol::{Role, http1::RequestHead},
+    span::{Span, SpanId, TraceId},
+};
+
+/// How linking behaves.
+#[derive(Clone, Debug)]
+pub struct StitchConfig {
+    /// Link same-host client and server spans by connection 4-tuple.
+    pub tuple_linking: bool,
+    /// Link client requests to the server request their thread serves.
+    pub thread_linking: bool,
+    /// Records are held this long to restore causal order.
+    pub reorder_ns: u64,
+}
+
+impl Default for StitchConfig {
+    fn default() -> Self {
+        Self {
+            tuple_linking: true,
+            thread_linking: true,
+            reorder_ns: 20_000_000,
+        }
+    }
+}
+
+/// Identity a span gets when its request starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpanContext {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub parent_span_id: Option<SpanId>,
+    pub trace_state: String,
+    pub flags: u8,
+}
+
+struct Inflight {
+    ctx: SpanContext,
+    thread: (u32, u32),
+    role: Role,
+    pair: Option<(SocketAddr, SocketAddr)>,
+}
+
+/// A record waiting in the reorder buffer, ordered by `ts` then arrival.
+struct Queued {
+    ts: u64,
+    n: u64,
+    record: Record,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.ts, self.n) == (o.ts, o.n)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.ts, self.n).cmp(&(o.ts, o.n))
+    }
+}
+
+pub struct Stitcher {
+    config: StitchConfig,
+    clock: Clock,
+    queue: BinaryHeap<Reverse<Queued>>,
+    arrivals: u64,
+    newest_ts: u64,
+    inflight: HashMap<RequestKey, Inflight>,
+    /// Server requests in progress per (pid, tid).
+    serving: HashMap<(u32, u32), Vec<RequestKey>>,
+    /// In-flight client requests per (client, server) address pair.
+    clients: HashMap<(SocketAddr, SocketAddr), VecDeque<RequestKey>>,
+}
+
+/// The (client, server) addresses of a connection, as both ends name it.
+fn pair(conn: &ConnMeta) -> Option<(SocketAddr, SocketAddr)> {
+    let e = conn.endpoints?;
+    Some(match conn.role {
+        Role::Client => (e.local, e.peer),
+        Role::Server => (e.peer, e.local),
+    })
+}
+
+fn random_span_id() -> SpanId {
+    loop {
+        let id = rand::rng().next_u64().to_be_bytes();
+        if id != [0; 8] {
+            return id;
+        }
+    }
+}
+
+fn random_trace_id() -> TraceId {
+    loop {
+        let mut id = [0u8; 16];
+        rand::rng().fill_bytes(&mut id);
+        if id != [0; 16] {
+            return id;
+        }
+    }
+}
+
+impl Stitcher {
+    pub fn new(config: StitchConfig, clock: Clock) -> Self {
+        Self {
+            config,
+            clock,
+            queue: BinaryHeap::new(),
+            arrivals: 0,
+            newest_ts: 0,
+            inflight: HashMap::new(),
+            serving: HashMap::new(),
+            clients: HashMap::new(),
+        }
+    }
+
+    /// Requests in progress.
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Records waiting in the reorder buffer.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn order_ts(record: &Record) -> u64 {
+        match record {
+            Record::Start { conn, timing, .. } => match conn.role {
+                Role::Client => timing.enter_ns,
+                Role::Server => timing.exit_ns,
+            },
+            Record::Done { exchange, .. } => exchange.response_end.exit_ns,
+            // Carries no time; it follows its start, which arrived earlier.
+            Record::Abandoned { .. } => 0,
+        }
+    }
+
+    /// Queues a record; call [`Stitcher::release`] to process what is due.
+    pub fn push(&mut self, record: Record) {
+        let ts = Self::order_ts(&record).max(match record {
+            Record::Abandoned { .. } => self.newest_ts,
+            _ => 0,
+        });
+        self.newest_ts = self.newest_ts.max(ts);
+        self.arrivals += 1;
+        self.queue.push(Reverse(Queued {
+            ts,
+            n: self.arrivals,
+            record,
+        }));
+    }
+
+    /// Processes queued records older than the reorder window, measured from
+    /// both the newest record and the clock `now_ns`; appends finished spans.
+    pub fn release(&mut self, now_ns: u64, spans: &mut Vec<Span>) {
+        let horizon = self.newest_ts.max(now_ns).saturating_sub(self.config.reorder_ns);
+        while self.queue.peek().is_some_and(|q| q.0.ts <= horizon) {
+            let Reverse(q) = self.queue.pop().expect("peeked");
+            self.process(q.record, spans);
+        }
+    }
+
+    /// Processes everything queued (shutdown).
+    pub fn flush(&mut self, spans: &mut Vec<Span>) {
+        while let Some(Reverse(q)) = self.queue.pop() {
+            self.process(q.record, spans);
+        }
+    }
+
+    fn process(&mut self, record: Record, spans: &mut Vec<Span>) {
+        match record {
+            Record::Start {
+                key,
+                conn,
+                tid,
+                head,
+                timing: _,
+            } => self.start(key, &conn, tid, &head),
+            Record::Done {
+                key,
+                conn,
+                exchange,
+            } => {
+                let Some(inflight) = self.forget(key) else {
+                    return;
+                };
+                let (name, kind, attributes, status) = attrs::http_span(&conn, &exchange);
+                let (start, end) = match conn.role {
+                    Role::Server => (exchange.request_start.exit_ns, exchange.response_end.exit_ns),
+                    Role::Client => (exchange.request_start.enter_ns, exchange.response_end.exit_ns),
+                };
+                spans.push(Span {
+                    trace_id: inflight.ctx.trace_id,
+                    span_id: inflight.ctx.span_id,
+                    parent_span_id: inflight.ctx.parent_span_id,
+                    trace_state: inflight.ctx.trace_state,
+                    flags: inflight.ctx.flags,
+                    name,
+                    kind,
+                    start_unix_ns: self.clock.unix_ns(start),
+                    end_unix_ns: self.clock.unix_ns(end.max(start)),
+                    attributes,
+                    status,
+                    resource: conn.process.resource.clone(),
+                });
+            }
+            Record::Abandoned { key } => {
+                self.forget(key);
+            }
+        }
+    }
+
+    fn start(&mut self, key: RequestKey, conn: &Arc<ConnMeta>, tid: u32, head: &RequestHead) {
+        let incoming = head.header("traceparent").and_then(traceparent::parse);
+        let trace_state = head.header("tracestate").unwrap_or_default().to_string();
+        let thread = (conn.pid, tid);
+        let pair = pair(conn);
+        let parent = match conn.role {
+            Role::Server => {
+                let linked = self
+                    .config
+                    .tuple_linking
+                    .then(|| pair.and_then(|p| self.take_client(p)))
+                    .flatten();
+                match (linked, incoming) {
+                    // The same-host client span is the closest parent, as long
+                    // as it belongs to the trace the header names.
+                    (Some(client), tp) if tp.is_none_or(|tp| tp.trace_id == client.trace_id) => {
+                        Some((client.trace_id, client.span_id, client.flags, client.trace_state))
+                    }
+                    (_, Some(tp)) => Some((tp.trace_id, tp.parent_id, tp.flags, trace_state)),
+                    (_, None) => None,
+                }
+            }
+            Role::Client => match incoming {
+                Some(tp) => Some((tp.trace_id, tp.parent_id, tp.flags, trace_state)),
+                None if self.config.thread_linking => self.serving_on(thread).map(|s| {
+                    (s.trace_id, s.span_id, s.flags, s.trace_state.clone())
+                }),
+                None => None,
+            },
+        };
+        let ctx = match parent {
+            Some((trace_id, parent_id, flags, trace_state)) => SpanContext {
+                trace_id,
+                span_id: random_span_id(),
+                parent_span_id: Some(parent_id),
+                trace_state,
+                flags,
+            },
+            None => SpanContext {
+                trace_id: random_trace_id(),
+                span_id: random_span_id(),
+                parent_span_id: None,
+                trace_state: String::new(),
+                flags: 1,
+            },
+        };
+        match conn.role {
+            Role::Server => self.serving.entry(thread).or_default().push(key),
+            Role::Client => {
+                if let Some(p) = pair {
+                    self.clients.entry(p).or_default().push_back(key);
+                }
+            }
+        }
+        self.inflight.insert(
+            key,
+            Inflight {
+                ctx,
+                thread,
+                role: conn.role,
+                pair,
+            },
+        );
+    }
+
+    /// The one server request `thread` is serving; none when it serves
+    /// several at once (an event loop), where the thread says nothing.
+    fn serving_on(&self, thread: (u32, u32)) -> Option<&SpanContext> {
+        match self.serving.get(&thread).map(Vec::as_slice) {
+            Some([only]) => self.inflight.get(only).map(|i| &i.ctx),
+            _ => None,
+        }
+    }
+
+    /// The oldest in-flight client request on this connection not yet
+    /// matched to a server request.
+    fn take_client(&mut self, pair: (SocketAddr, SocketAddr)) -> Option<SpanContext> {
+        let queue = self.clients.get_mut(&pair)?;
+        let key = queue.pop_front()?;
+        if queue.is_empty() {
+            self.clients.remove(&pair);
+        }
+        self.inflight.get(&key).map(|i| i.ctx.clone())
+    }
+
+    fn forget(&mut self, key: RequestKey) -> Option<Inflight> {
+        let inflight = self.inflight.remove(&key)?;
+        match inflight.role {
+            Role::Server => {
+                if let Some(keys) = self.serving.get_mut(&inflight.thread) {
+                    keys.retain(|k| *k != key);
+                    if keys.is_empty() {
+                        self.serving.remove(&inflight.thread);
+                    }
+                }
+            }
+            Role::Client => {
+                if let Some(p) = inflight.pair
+                    && let Some(queue) = self.clients.get_mut(&p)
+                {
+                    queue.retain(|k| *k != key);
+                    if queue.is_empty() {
+                        self.clients.remove(&p);
+                    }
+                }
+            }
+        }
+        Some(inflight)
+    }
+}
+
+#[cfg(test)]
+mod tests;

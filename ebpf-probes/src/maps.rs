@@ -1,0 +1,81 @@
+//! Every map the probes share with each other and with the agent. The agent
+//! finds them by these names.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use seam_common::{Config, DataHeader, MAX_CAPTURE, STATS_LEN, Tuple};
+
+/// All records for the agent. The agent may resize it at load time.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Single entry: which processes are traced (see `seam_common::mode`).
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Traced tgids in allowlist mode (value unused).
+#[map]
+pub static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Traced cgroup v2 ids in allowlist mode (value unused).
+#[map]
+pub static TRACED_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
+
+/// Listening ports whose listeners become traced when they call `listen()`.
+#[map]
+pub static TRACED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Per-CPU counters, `probe * stat::COUNT + stat` (see `seam_common::stat`).
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
+
+/// A socket transfer between its `sys_enter_*` and `sys_exit_*`, keyed by
+/// pid_tgid. `sock` is filled in by `sock:sock_{send,recv}_length` when the fd
+/// turns out to be a TCP socket; transfers that never get one are dropped.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Active {
+    pub ts_enter: u64,
+    /// User buffer, or user `iovec` array when `vectored` is set.
+    pub buf: u64,
+    pub sock: u64,
+    /// iovec count when `vectored`.
+    pub iovcnt: u64,
+    pub fd: i32,
+    pub probe: u32,
+    pub vectored: u32,
+    pub egress: u32,
+}
+
+#[map]
+pub static ACTIVE: LruHashMap<u64, Active> = LruHashMap::with_max_entries(32768, 0);
+
+/// What the probes know of a TCP socket, keyed by `struct sock *`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockInfo {
+    pub tuple: Tuple,
+    /// `seam_common::flag` TUPLE_KNOWN / ROLE_* bits, plus the SOCK_* bits below.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// A traced process moved bytes on this socket: report its close.
+pub const SOCK_SEEN: u32 = 1 << 24;
+/// TLS runs on this socket: its syscall bytes are ciphertext, never reported.
+pub const SOCK_TLS: u32 = 1 << 25;
+
+#[map]
+pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65536, 0);
+
+/// Room for one data record. The payload area is twice `MAX_CAPTURE` so that
+/// the verifier can prove every masked copy stays inside the buffer.
+#[repr(C)]
+pub struct Scratch {
+    pub header: DataHeader,
+    pub data: [u8; MAX_CAPTURE * 2],
+}
+
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

@@ -1,0 +1,83 @@
+//! Process lifetimes from `sched:*` tracepoints: children of traced processes
+//! are traced from their first instruction (gunicorn forks its workers), and
+//! the agent hears of exec and exit so pid reuse never mislabels a span.
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use seam_common::{COMM_LEN, ProcEvent, Probe, kind, mode, proc_op};
+
+use crate::{
+    emit::output,
+    filter::{current_mode, is_traced},
+    maps::{CONFIG, TRACED_PIDS},
+};
+
+#[inline(always)]
+fn report(op: u32, pid: u32) {
+    let mut comm = [0u8; COMM_LEN];
+    if let Ok(c) = bpf_get_current_comm() {
+        comm = c;
+    }
+    let event = ProcEvent {
+        kind: kind::PROC,
+        op,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        pid,
+        _pad: 0,
+        comm,
+    };
+    output(Probe::Process, &event);
+}
+
+/// `sched:sched_process_fork` (any kernel): in allowlist mode a traced parent's
+/// child is traced too. The child pid's offset differs between kernels, so the
+/// agent reads it from the format file into `Config::fork_child_pid_offset`.
+#[tracepoint]
+pub fn process_fork(ctx: TracePointContext) -> u32 {
+    let Some(config) = CONFIG.get(0) else {
+        return 0;
+    };
+    if config.mode != mode::ALLOWLIST || !is_traced() {
+        return 0;
+    }
+    let offset = config.fork_child_pid_offset as usize;
+    if offset == 0 || offset > 64 {
+        return 0;
+    }
+    // A variable offset needs a helper read: direct context loads must be constant.
+    // SAFETY: offset bounded above, inside the record.
+    let Ok(child) = (unsafe { ctx.read_at::<u32>(offset) }) else {
+        return 0;
+    };
+    let _ = TRACED_PIDS.insert(&child, &1, 0);
+    0
+}
+
+/// `sched:sched_process_exec` (any kernel): every exec is reported (they are
+/// rare) so the agent can match `--exe-name` and refresh service names.
+#[tracepoint]
+pub fn process_exec(_ctx: TracePointContext) -> u32 {
+    if current_mode() == mode::OFF {
+        return 0;
+    }
+    report(proc_op::EXEC, (bpf_get_current_pid_tgid() >> 32) as u32);
+    0
+}
+
+/// `sched:sched_process_exit` (any kernel): a traced process's last thread
+/// leaving; the agent frees what it kept for the pid.
+#[tracepoint]
+pub fn process_exit(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if tgid != tid || !is_traced() {
+        return 0;
+    }
+    if current_mode() == mode::ALLOWLIST {
+        let _ = TRACED_PIDS.remove(&tgid);
+    }
+    report(proc_op::EXIT, tgid);
+    0
+}

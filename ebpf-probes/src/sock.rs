@@ -1,0 +1,145 @@
+//! TCP connection identity without kprobes, from stable `sock:*` tracepoints.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use seam_common::{CloseEvent, Probe, Tuple, flag, kind, mode};
+
+use crate::{
+    ctx::field,
+    emit::output,
+    filter::current_mode,
+    maps::{ACTIVE, SOCK_SEEN, SOCKS, SockInfo, TRACED_PIDS, TRACED_PORTS},
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
+const TCP_CLOSE: i32 = 7;
+const TCP_LISTEN: i32 = 10;
+
+/// `sock:sock_send_length` / `sock:sock_recv_length` record: `sk` at 8,
+/// `family` at 16, `protocol` at 18.
+#[inline(always)]
+fn mark_transfer(ctx: &TracePointContext) -> u32 {
+    let family: u16 = field(ctx, 16);
+    let protocol: u16 = field(ctx, 18);
+    if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
+        return 0;
+    }
+    if let Some(active) = ACTIVE.get_ptr_mut(&bpf_get_current_pid_tgid()) {
+        // SAFETY: map value pointer valid for this program run.
+        unsafe { (*active).sock = field::<u64>(ctx, 8) };
+    }
+    0
+}
+
+/// `sock:sock_send_length` (Linux 6.3+): fires inside `sock_sendmsg` in the
+/// sending thread, telling the pending syscall which socket it writes to.
+#[tracepoint]
+pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+    mark_transfer(&ctx)
+}
+
+/// `sock:sock_recv_length` (Linux 6.3+): same for `sock_recvmsg`.
+#[tracepoint]
+pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
+    mark_transfer(&ctx)
+}
+
+/// `sock:inet_sock_set_state` (Linux 4.16+): learns each TCP connection's
+/// addresses and side when it reaches ESTABLISHED, reports closes of
+/// connections that carried traced bytes, and traces processes that listen on
+/// a selected port.
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let _ = try_set_state(&ctx);
+    0
+}
+
+fn try_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
+    let protocol: u16 = field(ctx, 30);
+    if protocol != IPPROTO_TCP {
+        return Ok(0);
+    }
+    let sk: u64 = field(ctx, 8);
+    let old: i32 = field(ctx, 16);
+    let new: i32 = field(ctx, 20);
+    match new {
+        TCP_ESTABLISHED => {
+            let role = match old {
+                TCP_SYN_SENT => flag::ROLE_CLIENT,
+                TCP_SYN_RECV => flag::ROLE_SERVER,
+                _ => 0,
+            };
+            let info = SockInfo {
+                tuple: read_tuple(ctx),
+                flags: flag::TUPLE_KNOWN | role,
+                _pad: 0,
+            };
+            let _ = SOCKS.insert(&sk, &info, 0);
+        }
+        TCP_LISTEN => {
+            // listen() runs in the listening process, so current is its owner.
+            let port: u16 = field(ctx, 24);
+            if current_mode() == mode::ALLOWLIST
+                && unsafe { TRACED_PORTS.get(&port) }.is_some()
+            {
+                let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+                let _ = TRACED_PIDS.insert(&tgid, &1, 0);
+            }
+        }
+        _ => {
+            if old != TCP_ESTABLISHED && new != TCP_CLOSE {
+                return Ok(0);
+            }
+            // SAFETY: plain value copied out of the map.
+            let Some(info) = (unsafe { SOCKS.get(&sk) }).copied() else {
+                return Ok(0);
+            };
+            if new == TCP_CLOSE {
+                let _ = SOCKS.remove(&sk);
+            }
+            if info.flags & SOCK_SEEN == 0 {
+                return Ok(0);
+            }
+            let event = CloseEvent {
+                kind: kind::CLOSE,
+                oldstate: old as u16,
+                newstate: new as u16,
+                ts_ns: unsafe { bpf_ktime_get_ns() },
+                sock: sk,
+                tuple: info.tuple,
+            };
+            output(Probe::SockState, &event);
+        }
+    }
+    Ok(0)
+}
+
+/// The record's addresses as (local, peer); ports are already host order.
+#[inline(always)]
+fn read_tuple(ctx: &TracePointContext) -> Tuple {
+    let family: u16 = field(ctx, 28);
+    let mut tuple = Tuple {
+        sport: field(ctx, 24),
+        dport: field(ctx, 26),
+        family,
+        ..Default::default()
+    };
+    if family == AF_INET6 {
+        tuple.saddr = field(ctx, 40);
+        tuple.daddr = field(ctx, 56);
+    } else {
+        let s: [u8; 4] = field(ctx, 32);
+        let d: [u8; 4] = field(ctx, 36);
+        tuple.saddr[..4].copy_from_slice(&s);
+        tuple.daddr[..4].copy_from_slice(&d);
+    }
+    tuple
+}
