@@ -10,11 +10,14 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("agent has no parent directory"))?;
     let pin_file = root.join("probe-toolchain.toml");
     println!("cargo:rerun-if-changed={}", pin_file.display());
-    let pins = fs::read_to_string(&pin_file).with_context(|| format!("reading {}", pin_file.display()))?;
+    let pins =
+        fs::read_to_string(&pin_file).with_context(|| format!("reading {}", pin_file.display()))?;
     let nightly = pinned(&pins, "nightly")
         .ok_or_else(|| anyhow!("{} names no `nightly`", pin_file.display()))?;
     let probes = root.join("ebpf-probes");
-    let probes = probes.to_str().ok_or_else(|| anyhow!("non UTF-8 path {}", probes.display()))?;
+    let probes = probes
+        .to_str()
+        .ok_or_else(|| anyhow!("non UTF-8 path {}", probes.display()))?;
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "seam-ebpf-probes",

@@ -26,18 +26,33 @@ pub enum Command {
 pub struct RunArgs {
     /// Trace only these processes and the children they fork (repeatable,
     /// or comma-separated). Default: every process except seam itself.
-    #[arg(long = "pid", value_name = "PID", value_delimiter = ',', help_heading = "Selection")]
+    #[arg(
+        long = "pid",
+        value_name = "PID",
+        value_delimiter = ',',
+        help_heading = "Selection"
+    )]
     pub pids: Vec<u32>,
 
     /// Trace processes with this name: their comm, executable file name, or
     /// the file name of their interpreter's script (`gunicorn`, `app.py`).
     /// Processes started later are picked up when they exec.
-    #[arg(long = "exe-name", value_name = "NAME", value_delimiter = ',', help_heading = "Selection")]
+    #[arg(
+        long = "exe-name",
+        value_name = "NAME",
+        value_delimiter = ',',
+        help_heading = "Selection"
+    )]
     pub exe_names: Vec<String>,
 
     /// Trace processes that listen on this TCP port (now, or when they call
     /// listen() later).
-    #[arg(long = "port", value_name = "PORT", value_delimiter = ',', help_heading = "Selection")]
+    #[arg(
+        long = "port",
+        value_name = "PORT",
+        value_delimiter = ',',
+        help_heading = "Selection"
+    )]
     pub ports: Vec<u16>,
 
     /// OTLP endpoint, e.g. http://localhost:4317 (grpc) or
@@ -61,11 +76,22 @@ pub struct RunArgs {
     pub no_tuple_linking: bool,
 
     /// Size of the kernel ring buffer, in MiB (a power of two).
-    #[arg(long, value_name = "MIB", default_value_t = 16, help_heading = "Tuning")]
+    #[arg(
+        long,
+        value_name = "MIB",
+        default_value_t = 16,
+        help_heading = "Tuning"
+    )]
     pub ring_buffer_mib: u32,
 
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `seam=debug`.
-    #[arg(long, value_name = "FILTER", env = "SEAM_LOG", default_value = "info", help_heading = "Logging")]
+    #[arg(
+        long,
+        value_name = "FILTER",
+        env = "SEAM_LOG",
+        default_value = "info",
+        help_heading = "Logging"
+    )]
     pub log: String,
 }
 
@@ -91,7 +117,17 @@ mod tests {
 
     #[test]
     fn selection_flags_accept_lists() {
-        let cli = Cli::parse_from(["seam", "--pid", "1,2", "--pid", "3", "--exe-name", "gunicorn", "--port", "8000,8001"]);
+        let cli = Cli::parse_from([
+            "seam",
+            "--pid",
+            "1,2",
+            "--pid",
+            "3",
+            "--exe-name",
+            "gunicorn",
+            "--port",
+            "8000,8001",
+        ]);
         let run = cli.run_args();
         assert_eq!(run.pids, vec![1, 2, 3]);
         assert_eq!(run.exe_names, vec!["gunicorn"]);

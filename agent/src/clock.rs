@@ -8,7 +8,10 @@ pub struct Clock {
 }
 
 fn read(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid clock id and out-pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
@@ -18,7 +21,9 @@ impl Clock {
     pub fn new() -> Self {
         let mono = read(libc::CLOCK_MONOTONIC);
         let real = read(libc::CLOCK_REALTIME);
-        Self { offset_ns: real - mono }
+        Self {
+            offset_ns: real - mono,
+        }
     }
 
     /// Unix nanoseconds of a probe timestamp.
@@ -47,6 +52,9 @@ mod tests {
         let clock = Clock::new();
         let unix = clock.unix_ns(Clock::monotonic_now());
         let real = read(libc::CLOCK_REALTIME) as u64;
-        assert!(real >= unix && real - unix < 1_000_000_000, "{real} vs {unix}");
+        assert!(
+            real >= unix && real - unix < 1_000_000_000,
+            "{real} vs {unix}"
+        );
     }
 }

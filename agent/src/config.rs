@@ -31,15 +31,16 @@ impl AgentConfig {
         args: &RunArgs,
         get_env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let selection = if args.pids.is_empty() && args.exe_names.is_empty() && args.ports.is_empty() {
-            Selection::All
-        } else {
-            Selection::Allowlist {
-                pids: args.pids.clone(),
-                exe_names: args.exe_names.clone(),
-                ports: args.ports.clone(),
-            }
-        };
+        let selection =
+            if args.pids.is_empty() && args.exe_names.is_empty() && args.ports.is_empty() {
+                Selection::All
+            } else {
+                Selection::Allowlist {
+                    pids: args.pids.clone(),
+                    exe_names: args.exe_names.clone(),
+                    ports: args.ports.clone(),
+                }
+            };
         let protocol = args
             .otlp_protocol
             .as_deref()
@@ -78,7 +79,14 @@ mod tests {
 
     #[test]
     fn defaults_trace_everything_to_the_console() {
-        let c = AgentConfig::from_args(&RunArgs { ring_buffer_mib: 16, ..Default::default() }, &|_| None).unwrap();
+        let c = AgentConfig::from_args(
+            &RunArgs {
+                ring_buffer_mib: 16,
+                ..Default::default()
+            },
+            &|_| None,
+        )
+        .unwrap();
         assert_eq!(c.selection, Selection::All);
         assert!(matches!(c.output, Output::Console));
         assert_eq!(c.ring_buffer_bytes, 16 << 20);
@@ -104,11 +112,20 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let args = RunArgs { ring_buffer_mib: 3, ..Default::default() };
+        let args = RunArgs {
+            ring_buffer_mib: 3,
+            ..Default::default()
+        };
         let e = AgentConfig::from_args(&args, &|_| None).unwrap_err();
         assert!(e.0.contains("--ring-buffer-mib 3"), "{e}");
-        let args = RunArgs { ring_buffer_mib: 16, ..Default::default() };
-        let e = AgentConfig::from_args(&args, &|k| (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "nope".into())).unwrap_err();
+        let args = RunArgs {
+            ring_buffer_mib: 16,
+            ..Default::default()
+        };
+        let e = AgentConfig::from_args(&args, &|k| {
+            (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "nope".into())
+        })
+        .unwrap_err();
         assert!(e.0.contains("nope"), "{e}");
     }
 }

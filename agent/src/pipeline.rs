@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 use crate::{
-    capture::{self, Event, Probes, ProbeStats, Selection},
+    capture::{self, Event, ProbeStats, Probes, Selection},
     clock::Clock,
     config::AgentConfig,
     conn::{ConnConfig, ConnTracker, Record},
@@ -156,7 +156,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             }
         }
     };
-    tracing::info!(signal = stop, "stopping: detaching probes and flushing spans");
+    tracing::info!(
+        signal = stop,
+        "stopping: detaching probes and flushing spans"
+    );
     let final_stats = probes.stats();
     // Dropping the probes detaches every program; nothing was pinned.
     drop(probes);
@@ -216,10 +219,17 @@ fn exclude_local_backend(
     let Ok(uri) = settings.url.parse::<http::Uri>() else {
         return;
     };
-    let local = matches!(uri.host(), Some("localhost" | "127.0.0.1" | "::1" | "[::1]"));
+    let local = matches!(
+        uri.host(),
+        Some("localhost" | "127.0.0.1" | "::1" | "[::1]")
+    );
     let port = uri
         .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
     if !local {
         return;
     }
@@ -232,7 +242,9 @@ fn exclude_local_backend(
 fn describe_start(config: &AgentConfig, selector: &capture::Selector, preexisting: usize) {
     let what = match &config.selection {
         Selection::All => "every process except seam".to_string(),
-        Selection::Allowlist { .. } => format!("processes {:?} and their children", selector.traced_pids()),
+        Selection::Allowlist { .. } => {
+            format!("processes {:?} and their children", selector.traced_pids())
+        }
     };
     let to = match &config.output {
         Output::Console => "the console".to_string(),

@@ -6,7 +6,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use seam_common::{COMM_LEN, ProcEvent, Probe, kind, mode, proc_op};
+use seam_common::{COMM_LEN, Probe, ProcEvent, kind, mode, proc_op};
 
 use crate::{
     emit::output,

@@ -87,9 +87,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
         TCP_LISTEN => {
             // listen() runs in the listening process, so current is its owner.
             let port: u16 = field(ctx, 24);
-            if current_mode() == mode::ALLOWLIST
-                && unsafe { TRACED_PORTS.get(&port) }.is_some()
-            {
+            if current_mode() == mode::ALLOWLIST && unsafe { TRACED_PORTS.get(&port) }.is_some() {
                 let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
                 let _ = TRACED_PIDS.insert(&tgid, &1, 0);
             }

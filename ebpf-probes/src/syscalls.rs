@@ -73,7 +73,11 @@ fn try_finish(ctx: &TracePointContext) -> Result<u32, u32> {
         None => {
             // Connected before the agent started: the agent resolves the
             // tuple from /proc using pid and fd.
-            let fresh = SockInfo { tuple: Default::default(), flags: 0, _pad: 0 };
+            let fresh = SockInfo {
+                tuple: Default::default(),
+                flags: 0,
+                _pad: 0,
+            };
             let _ = SOCKS.insert(&active.sock, &fresh, 0);
             SOCKS.get_ptr_mut(&active.sock).ok_or(0u32)?
         }
@@ -150,7 +154,14 @@ fn try_finish(ctx: &TracePointContext) -> Result<u32, u32> {
 /// `syscalls:sys_enter_read` (any kernel with syscall tracepoints): may be a socket read.
 #[tracepoint]
 pub fn enter_read(ctx: TracePointContext) -> u32 {
-    begin(Probe::Read, syscall_arg(&ctx, 0), syscall_arg(&ctx, 1), 0, false, false)
+    begin(
+        Probe::Read,
+        syscall_arg(&ctx, 0),
+        syscall_arg(&ctx, 1),
+        0,
+        false,
+        false,
+    )
 }
 
 /// `syscalls:sys_exit_read`: report the bytes if the read was on TCP.
@@ -162,7 +173,14 @@ pub fn exit_read(ctx: TracePointContext) -> u32 {
 /// `syscalls:sys_enter_write`: may be a socket write (Go, Java, Node).
 #[tracepoint]
 pub fn enter_write(ctx: TracePointContext) -> u32 {
-    begin(Probe::Write, syscall_arg(&ctx, 0), syscall_arg(&ctx, 1), 0, false, true)
+    begin(
+        Probe::Write,
+        syscall_arg(&ctx, 0),
+        syscall_arg(&ctx, 1),
+        0,
+        false,
+        true,
+    )
 }
 
 /// `syscalls:sys_exit_write`.
@@ -174,7 +192,11 @@ pub fn exit_write(ctx: TracePointContext) -> u32 {
 /// `syscalls:sys_enter_readv`.
 #[tracepoint]
 pub fn enter_readv(ctx: TracePointContext) -> u32 {
-    let (fd, iov, cnt) = (syscall_arg(&ctx, 0), syscall_arg(&ctx, 1), syscall_arg(&ctx, 2));
+    let (fd, iov, cnt) = (
+        syscall_arg(&ctx, 0),
+        syscall_arg(&ctx, 1),
+        syscall_arg(&ctx, 2),
+    );
     begin(Probe::Readv, fd, iov, cnt, true, false)
 }
 
@@ -187,7 +209,11 @@ pub fn exit_readv(ctx: TracePointContext) -> u32 {
 /// `syscalls:sys_enter_writev`: nginx and Node send head and body as iovecs.
 #[tracepoint]
 pub fn enter_writev(ctx: TracePointContext) -> u32 {
-    let (fd, iov, cnt) = (syscall_arg(&ctx, 0), syscall_arg(&ctx, 1), syscall_arg(&ctx, 2));
+    let (fd, iov, cnt) = (
+        syscall_arg(&ctx, 0),
+        syscall_arg(&ctx, 1),
+        syscall_arg(&ctx, 2),
+    );
     begin(Probe::Writev, fd, iov, cnt, true, true)
 }
 
@@ -203,7 +229,14 @@ pub fn enter_recvfrom(ctx: TracePointContext) -> u32 {
     if syscall_arg(&ctx, 3) & MSG_PEEK != 0 {
         return 0;
     }
-    begin(Probe::Recvfrom, syscall_arg(&ctx, 0), syscall_arg(&ctx, 1), 0, false, false)
+    begin(
+        Probe::Recvfrom,
+        syscall_arg(&ctx, 0),
+        syscall_arg(&ctx, 1),
+        0,
+        false,
+        false,
+    )
 }
 
 /// `syscalls:sys_exit_recvfrom`.
@@ -215,7 +248,14 @@ pub fn exit_recvfrom(ctx: TracePointContext) -> u32 {
 /// `syscalls:sys_enter_sendto`: `send()`/`sendall()` in curl and Python.
 #[tracepoint]
 pub fn enter_sendto(ctx: TracePointContext) -> u32 {
-    begin(Probe::Sendto, syscall_arg(&ctx, 0), syscall_arg(&ctx, 1), 0, false, true)
+    begin(
+        Probe::Sendto,
+        syscall_arg(&ctx, 0),
+        syscall_arg(&ctx, 1),
+        0,
+        false,
+        true,
+    )
 }
 
 /// `syscalls:sys_exit_sendto`.
@@ -272,4 +312,3 @@ pub fn enter_sendfile(ctx: TracePointContext) -> u32 {
 pub fn exit_sendfile(ctx: TracePointContext) -> u32 {
     finish(&ctx)
 }
-

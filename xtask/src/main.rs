@@ -1,1 +1,55 @@
-fn main() {}
+//! `cargo xtask <task>`: everything that needs root, mounts, packages or
+//! toolchains lives here, not in the agent.
+mod cmd;
+mod setup;
+mod tasks;
+
+use clap::{Parser, Subcommand};
+
+/// Developer tasks for seam.
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what this machine lacks: the pinned nightly with rust-src,
+    /// bpf-linker, and the packages the tests use. Safe to run again.
+    Setup {
+        /// Only report what is missing; install nothing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build the agent (and its probes).
+    Build {
+        /// Optimised build.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build and run the agent as root; arguments after `--` go to `seam`.
+    Run {
+        /// Debug build instead of release.
+        #[arg(long)]
+        debug: bool,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit tests and end-to-end tests with real probes.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup { check } => setup::run(check),
+        Task::Build { release } => tasks::build(release).map(|_| ()),
+        Task::Run { debug, args } => tasks::run(!debug, &args),
+        Task::Test { args } => tasks::test(&args),
+    }
+}

@@ -3,7 +3,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{Bytes, BytesMut};
 use seam_common::{
-    COMM_LEN, CloseEvent, DataHeader, ProcEvent, Probe, Tuple, flag, kind, proc_op, read_record,
+    COMM_LEN, CloseEvent, DataHeader, Probe, ProcEvent, Tuple, flag, kind, proc_op, read_record,
 };
 
 use crate::{
@@ -59,8 +59,12 @@ pub enum Event {
 fn endpoints(t: &Tuple) -> Option<Endpoints> {
     let (local, peer) = match t.family {
         2 => (
-            IpAddr::V4(Ipv4Addr::new(t.saddr[0], t.saddr[1], t.saddr[2], t.saddr[3])),
-            IpAddr::V4(Ipv4Addr::new(t.daddr[0], t.daddr[1], t.daddr[2], t.daddr[3])),
+            IpAddr::V4(Ipv4Addr::new(
+                t.saddr[0], t.saddr[1], t.saddr[2], t.saddr[3],
+            )),
+            IpAddr::V4(Ipv4Addr::new(
+                t.daddr[0], t.daddr[1], t.daddr[2], t.daddr[3],
+            )),
         ),
         10 => (
             canonical(IpAddr::V6(Ipv6Addr::from(t.saddr))),
@@ -167,7 +171,10 @@ mod tests {
         tuple.daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
         let h = DataHeader {
             kind: kind::DATA,
-            flags: flag::EGRESS | flag::TUPLE_KNOWN | flag::ROLE_SERVER | ((Probe::Writev as u32) << flag::PROBE_SHIFT),
+            flags: flag::EGRESS
+                | flag::TUPLE_KNOWN
+                | flag::ROLE_SERVER
+                | ((Probe::Writev as u32) << flag::PROBE_SHIFT),
             ts_enter_ns: 10,
             ts_exit_ns: 20,
             sock: 0xabc,
@@ -208,7 +215,7 @@ mod tests {
             family: 10,
             ..Default::default()
         };
-        tuple.saddr = Ipv6Addr::from(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped()).octets();
+        tuple.saddr = Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped().octets();
         tuple.daddr = "fe80::1".parse::<Ipv6Addr>().unwrap().octets();
         assert_eq!(
             endpoints(&tuple),
@@ -243,7 +250,12 @@ mod tests {
             decode(record_bytes(&c), &mut BytesMut::new()).map(|e| format!("{e:?}")),
             Some(format!(
                 "{:?}",
-                Event::Close(CloseInfo { sock: 9, ts_ns: 5, closed: false, sent_fin: true })
+                Event::Close(CloseInfo {
+                    sock: 9,
+                    ts_ns: 5,
+                    closed: false,
+                    sent_fin: true
+                })
             ))
         );
         let p = ProcEvent {

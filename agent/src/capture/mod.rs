@@ -6,4 +6,4 @@ pub mod reader;
 pub mod tracefs;
 
 pub use decode::{CloseInfo, DataEvent, Event};
-pub use probes::{CaptureError, Probes, ProbeStats, Selection, Selector};
+pub use probes::{CaptureError, ProbeStats, Probes, Selection, Selector};

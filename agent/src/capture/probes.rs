@@ -123,11 +123,15 @@ impl Selector {
     }
 
     pub fn trace_port(&mut self, port: u16) -> Result<(), CaptureError> {
-        self.ports.insert(port, 1, 0).map_err(map_err("TRACED_PORTS"))
+        self.ports
+            .insert(port, 1, 0)
+            .map_err(map_err("TRACED_PORTS"))
     }
 
     pub fn trace_cgroup(&mut self, id: u64) -> Result<(), CaptureError> {
-        self.cgroups.insert(id, 1, 0).map_err(map_err("TRACED_CGROUPS"))
+        self.cgroups
+            .insert(id, 1, 0)
+            .map_err(map_err("TRACED_CGROUPS"))
     }
 
     pub fn untrace_cgroup(&mut self, id: u64) {
@@ -191,7 +195,8 @@ impl Probes {
                 .map_err(|source| CaptureError::Program { name, source })?;
         }
         let stats = PerCpuArray::try_from(
-            ebpf.take_map("STATS").ok_or(CaptureError::MissingMap("STATS"))?,
+            ebpf.take_map("STATS")
+                .ok_or(CaptureError::MissingMap("STATS"))?,
         )
         .map_err(map_err("STATS"))?;
         Ok(Self {
@@ -212,7 +217,8 @@ impl Probes {
             pids: HashMap::try_from(self.take("TRACED_PIDS")?).map_err(map_err("TRACED_PIDS"))?,
             cgroups: HashMap::try_from(self.take("TRACED_CGROUPS")?)
                 .map_err(map_err("TRACED_CGROUPS"))?,
-            ports: HashMap::try_from(self.take("TRACED_PORTS")?).map_err(map_err("TRACED_PORTS"))?,
+            ports: HashMap::try_from(self.take("TRACED_PORTS")?)
+                .map_err(map_err("TRACED_PORTS"))?,
             config: Array::try_from(self.take("CONFIG")?).map_err(map_err("CONFIG"))?,
             agent_tgid,
         };
@@ -261,7 +267,9 @@ impl Probes {
     }
 
     fn take(&mut self, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
-        self.ebpf.take_map(name).ok_or(CaptureError::MissingMap(name))
+        self.ebpf
+            .take_map(name)
+            .ok_or(CaptureError::MissingMap(name))
     }
 
     /// The ring buffer, for the reader.

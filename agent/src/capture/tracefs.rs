@@ -1,5 +1,8 @@
 //! Facts the probes need from tracefs.
-use std::{fs, path::{Path, PathBuf}};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use crate::discover::mounts;
 

@@ -1,11 +1,7 @@
 //! Connection tracking: groups transfers by TCP connection, knows which
 //! process and which addresses each connection has, feeds the protocol
 //! parser, and tells the stitch stage when requests start and end.
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    sync::Arc,
-};
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use crate::{
     capture::{CloseInfo, DataEvent, Event, Selector},
@@ -145,9 +141,10 @@ impl ConnTracker {
                 self.preexisting.retain(|(p, _), _| *p != pid);
             }
         }
-        self.counters
-            .connections_open
-            .store(self.conns.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.counters.connections_open.store(
+            self.conns.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     fn match_exe(&mut self, pid: u32, comm: &str) {
@@ -198,8 +195,13 @@ impl ConnTracker {
         conn.tls |= ev.tls;
         conn.last_ns = ev.timing.exit_ns;
         self.scratch.clear();
-        conn.http
-            .feed(ev.direction, &ev.payload, ev.len, ev.timing, &mut self.scratch);
+        conn.http.feed(
+            ev.direction,
+            &ev.payload,
+            ev.len,
+            ev.timing,
+            &mut self.scratch,
+        );
         let Some(requests_dir) = conn.http.requests_direction() else {
             return;
         };
@@ -223,7 +225,10 @@ impl ConnTracker {
         let errors = conn.http.errors();
         let (d0, o0) = conn.reported_errors;
         metrics::add(&self.counters.stream_desyncs, errors.desyncs - d0);
-        metrics::add(&self.counters.orphan_responses, errors.orphan_responses - o0);
+        metrics::add(
+            &self.counters.orphan_responses,
+            errors.orphan_responses - o0,
+        );
         conn.reported_errors = (errors.desyncs, errors.orphan_responses);
     }
 
@@ -239,7 +244,10 @@ impl ConnTracker {
                 Http1Event::RequestHead { seq, head, start } => {
                     metrics::inc(&counters.requests_seen);
                     out.push(Record::Start {
-                        key: RequestKey { sock: meta.sock, seq },
+                        key: RequestKey {
+                            sock: meta.sock,
+                            seq,
+                        },
                         conn: meta.clone(),
                         tid,
                         head,
@@ -260,7 +268,10 @@ impl ConnTracker {
                 Http1Event::Abandoned { seq } => {
                     metrics::inc(&counters.requests_abandoned);
                     out.push(Record::Abandoned {
-                        key: RequestKey { sock: meta.sock, seq },
+                        key: RequestKey {
+                            sock: meta.sock,
+                            seq,
+                        },
                     });
                 }
             }
@@ -349,15 +360,39 @@ mod tests {
     fn server_request_start_and_done() {
         let mut t = tracker();
         let mut out = Vec::new();
-        t.handle(data(1, 100, Direction::Ingress, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 10), &mut out);
+        t.handle(
+            data(
+                1,
+                100,
+                Direction::Ingress,
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                10,
+            ),
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
         let Record::Start { conn, tid, .. } = &out[0] else {
             panic!("{:?}", out[0]);
         };
         assert_eq!(conn.role, Role::Server);
         assert_eq!(*tid, 101);
-        t.handle(data(1, 100, Direction::Egress, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 20), &mut out);
-        assert!(matches!(out[1], Record::Done { key: RequestKey { sock: 1, seq: 0 }, .. }));
+        t.handle(
+            data(
+                1,
+                100,
+                Direction::Egress,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                20,
+            ),
+            &mut out,
+        );
+        assert!(matches!(
+            out[1],
+            Record::Done {
+                key: RequestKey { sock: 1, seq: 0 },
+                ..
+            }
+        ));
         t.handle(
             Event::Close(CloseInfo {
                 sock: 1,
@@ -368,15 +403,38 @@ mod tests {
             &mut out,
         );
         assert!(t.is_empty());
-        assert_eq!(t.counters.exchanges.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            t.counters
+                .exchanges
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 
     #[test]
     fn close_abandons_and_sweep_forgets_idle() {
         let mut t = tracker();
         let mut out = Vec::new();
-        t.handle(data(1, 100, Direction::Egress, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", 10), &mut out);
-        t.handle(data(2, 100, Direction::Egress, b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n", 10), &mut out);
+        t.handle(
+            data(
+                1,
+                100,
+                Direction::Egress,
+                b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+                10,
+            ),
+            &mut out,
+        );
+        t.handle(
+            data(
+                2,
+                100,
+                Direction::Egress,
+                b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+                10,
+            ),
+            &mut out,
+        );
         t.handle(
             Event::Close(CloseInfo {
                 sock: 1,
@@ -386,9 +444,19 @@ mod tests {
             }),
             &mut out,
         );
-        assert!(matches!(out[2], Record::Abandoned { key: RequestKey { sock: 1, seq: 0 } }));
+        assert!(matches!(
+            out[2],
+            Record::Abandoned {
+                key: RequestKey { sock: 1, seq: 0 }
+            }
+        ));
         t.sweep(10 + t.config.idle_timeout_ns + 100, &mut out);
-        assert!(matches!(out[3], Record::Abandoned { key: RequestKey { sock: 2, seq: 0 } }));
+        assert!(matches!(
+            out[3],
+            Record::Abandoned {
+                key: RequestKey { sock: 2, seq: 0 }
+            }
+        ));
         assert!(t.is_empty());
     }
 
@@ -396,7 +464,10 @@ mod tests {
     fn non_http_connection_produces_nothing() {
         let mut t = tracker();
         let mut out = Vec::new();
-        t.handle(data(1, 100, Direction::Egress, b"*1\r\n$4\r\nPING\r\n", 10), &mut out);
+        t.handle(
+            data(1, 100, Direction::Egress, b"*1\r\n$4\r\nPING\r\n", 10),
+            &mut out,
+        );
         t.handle(data(1, 100, Direction::Ingress, b"+PONG\r\n", 11), &mut out);
         assert!(out.is_empty());
     }

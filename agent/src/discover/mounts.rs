@@ -57,10 +57,16 @@ mod tests {
 
     #[test]
     fn finds_hybrid_cgroup2_and_tracefs() {
-        assert_eq!(mounts_of(SAMPLE, "cgroup2"), vec![PathBuf::from("/sys/fs/cgroup/unified")]);
+        assert_eq!(
+            mounts_of(SAMPLE, "cgroup2"),
+            vec![PathBuf::from("/sys/fs/cgroup/unified")]
+        );
         assert_eq!(
             mounts_of(SAMPLE, "tracefs"),
-            vec![PathBuf::from("/sys/kernel/tracing"), PathBuf::from("/mnt/with space")]
+            vec![
+                PathBuf::from("/sys/kernel/tracing"),
+                PathBuf::from("/mnt/with space")
+            ]
         );
         assert!(mounts_of(SAMPLE, "bpf").is_empty());
     }

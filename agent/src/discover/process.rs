@@ -70,7 +70,11 @@ impl ProcessTable {
         let exe_name = exe_path
             .as_deref()
             .and_then(Path::file_name)
-            .map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_string())
+            .map(|n| {
+                n.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_string()
+            })
             .unwrap_or_else(|| comm.clone());
         let cmdline: Vec<String> = fs::read(dir.join("cmdline"))
             .map(|raw| {
@@ -221,7 +225,9 @@ pub fn derive_service_name(exe_name: &str, cmdline: &[String]) -> String {
         && let (Some(a), Some(b)) = (rest.find('['), rest.rfind(']'))
         && a < b
     {
-        return app_module(&rest[a + 1..b]).unwrap_or("gunicorn").to_string();
+        return app_module(&rest[a + 1..b])
+            .unwrap_or("gunicorn")
+            .to_string();
     }
     let prog = cmdline.first().map(|s| base(s)).unwrap_or(exe_name);
     let name = if is_python(prog) || is_python(exe_name) {
@@ -311,7 +317,9 @@ fn java_app(args: &[String]) -> Option<String> {
     while i < args.len() {
         let a = args[i].as_str();
         if a == "-jar" {
-            return args.get(i + 1).map(|j| strip_ext(base(j), &[".jar"]).to_string());
+            return args
+                .get(i + 1)
+                .map(|j| strip_ext(base(j), &[".jar"]).to_string());
         }
         if a == "-cp" || a == "-classpath" || a == "--class-path" || a == "-p" {
             i += 2;
@@ -339,16 +347,40 @@ mod tests {
     fn service_names_from_command_lines() {
         let table = [
             ("python3.11", "/usr/bin/python3 app.py", "app"),
-            ("python3.11", "python3 -u /srv/orders/server.py --port 80", "server"),
+            (
+                "python3.11",
+                "python3 -u /srv/orders/server.py --port 80",
+                "server",
+            ),
             ("python3.11", "python3 -m http.server 8000", "server"),
-            ("python3.11", "/usr/bin/python3 /usr/local/bin/gunicorn -b 127.0.0.1:8001 -w 2 inventory:app", "inventory"),
-            ("python3.11", "python3 -m gunicorn --workers 2 shop.wsgi:application", "shop"),
-            ("python3.11", "python3 -m uvicorn main:app --port 9000", "main"),
-            ("python3.11", "python3 /usr/local/bin/opentelemetry-instrument python3 shipping.py", "shipping"),
+            (
+                "python3.11",
+                "/usr/bin/python3 /usr/local/bin/gunicorn -b 127.0.0.1:8001 -w 2 inventory:app",
+                "inventory",
+            ),
+            (
+                "python3.11",
+                "python3 -m gunicorn --workers 2 shop.wsgi:application",
+                "shop",
+            ),
+            (
+                "python3.11",
+                "python3 -m uvicorn main:app --port 9000",
+                "main",
+            ),
+            (
+                "python3.11",
+                "python3 /usr/local/bin/opentelemetry-instrument python3 shipping.py",
+                "shipping",
+            ),
             ("python3.11", "python3 -c print(1)", "python3.11"),
             ("node", "node /srv/api/server.js", "server"),
             ("java", "java -Xmx1g -jar /opt/orders-1.2.jar", "orders-1.2"),
-            ("java", "java -cp a.jar:b.jar com.example.Checkout", "Checkout"),
+            (
+                "java",
+                "java -cp a.jar:b.jar com.example.Checkout",
+                "Checkout",
+            ),
             ("nginx", "nginx: worker process", "nginx"),
             ("curl", "curl -s http://x/", "curl"),
         ];
@@ -357,7 +389,10 @@ mod tests {
         }
         // setproctitle rewrites the whole command line as one string.
         assert_eq!(
-            derive_service_name("python3.11", &["gunicorn: worker [payment:app]".to_string()]),
+            derive_service_name(
+                "python3.11",
+                &["gunicorn: worker [payment:app]".to_string()]
+            ),
             "payment"
         );
     }
@@ -396,7 +431,10 @@ mod tests {
             attrs.get("process.pid").and_then(|v| v.as_int()),
             Some(std::process::id() as i64)
         );
-        assert_eq!(attrs.get("telemetry.sdk.name").and_then(|v| v.as_str()), Some("seam"));
+        assert_eq!(
+            attrs.get("telemetry.sdk.name").and_then(|v| v.as_str()),
+            Some("seam")
+        );
         assert!(Arc::ptr_eq(&me, &table.get(std::process::id(), None)));
         table.forget(std::process::id());
         assert!(table.is_empty());

@@ -48,7 +48,12 @@ pub fn parse_tcp_table(text: &str) -> Vec<TcpRow> {
             let peer = parse_addr(f.next()?)?;
             let state = u8::from_str_radix(f.next()?, 16).ok()?;
             let inode = f.nth(5)?.parse().ok()?;
-            Some(TcpRow { local, peer, state, inode })
+            Some(TcpRow {
+                local,
+                peer,
+                state,
+                inode,
+            })
         })
         .collect()
 }
@@ -59,7 +64,9 @@ fn parse_addr(text: &str) -> Option<SocketAddr> {
     let (ip, port) = text.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let ip = match ip.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.to_le_bytes())),
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(ip, 16).ok()?.to_le_bytes(),
+        )),
         32 => {
             let mut bytes = [0u8; 16];
             for (i, word) in bytes.chunks_mut(4).enumerate() {
@@ -127,7 +134,11 @@ pub fn scan(proc_root: &Path, skip_pid: u32) -> SocketScan {
         };
         let mut sockets = Vec::new();
         for entry in fds.flatten() {
-            let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
                 continue;
             };
             if let Some(inode) = socket_inode(&entry.path()) {
@@ -173,7 +184,10 @@ pub fn scan(proc_root: &Path, skip_pid: u32) -> SocketScan {
 /// Addresses of one socket fd, looked up on demand (a connection the
 /// start-up scan missed).
 pub fn resolve(proc_root: &Path, pid: u32, fd: i32) -> Option<Endpoints> {
-    let link = proc_root.join(pid.to_string()).join("fd").join(fd.to_string());
+    let link = proc_root
+        .join(pid.to_string())
+        .join("fd")
+        .join(fd.to_string());
     let inode = socket_inode(&link)?;
     let row = tcp_rows_of(proc_root, pid).remove(&inode)?;
     Some(Endpoints {
@@ -225,10 +239,16 @@ mod tests {
             })
         );
         assert_eq!(
-            scan.connections.get(&(me, server.as_raw_fd())).map(|e| e.peer),
+            scan.connections
+                .get(&(me, server.as_raw_fd()))
+                .map(|e| e.peer),
             Some(client.local_addr().unwrap())
         );
-        assert!(scan.listeners.get(&addr.port()).is_some_and(|p| p.contains(&me)));
+        assert!(
+            scan.listeners
+                .get(&addr.port())
+                .is_some_and(|p| p.contains(&me))
+        );
         assert_eq!(resolve(Path::new("/proc"), me, client.as_raw_fd()), got);
         // The agent's own sockets are skipped.
         let skipped = super::scan(Path::new("/proc"), me);

@@ -21,7 +21,10 @@ pub fn format_span(s: &Span) -> String {
         _ => String::new(),
     };
     let mark = if s.status == Status::Error { " !" } else { "" };
-    let parent = s.parent_span_id.map(|p| hex(&p)).unwrap_or_else(|| "-".repeat(16));
+    let parent = s
+        .parent_span_id
+        .map(|p| hex(&p))
+        .unwrap_or_else(|| "-".repeat(16));
     format!(
         "{service:<16} {kind:<6} {method:<7} {target:<32}{peer} {status}{mark} {dur:>9.3}ms  trace={trace} span={span} parent={parent}",
         service = s.resource.service_name(),

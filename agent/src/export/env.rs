@@ -62,7 +62,9 @@ impl Default for BatchSettings {
 
 /// Reads one variable, trimmed, treating empty as unset.
 fn var(get: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
-    get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    get(name)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 fn signal_var(get: &dyn Fn(&str) -> Option<String>, suffix: &str) -> Option<String> {
@@ -157,7 +159,10 @@ pub fn batch_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<BatchSetti
     let mut b = BatchSettings::default();
     let num = |name: &str| -> Result<Option<u64>, String> {
         var(get, name)
-            .map(|v| v.parse::<u64>().map_err(|_| format!("{name} `{v}` is not a number")))
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("{name} `{v}` is not a number"))
+            })
             .transpose()
     };
     if let Some(ms) = num("OTEL_BSP_SCHEDULE_DELAY")? {
@@ -178,8 +183,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -190,9 +197,13 @@ mod tests {
 
     #[test]
     fn base_endpoint_gets_traces_path_for_http() {
-        let s = otlp_settings(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")]), None, None)
-            .unwrap()
-            .unwrap();
+        let s = otlp_settings(
+            &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")]),
+            None,
+            None,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(s.protocol, Protocol::HttpProtobuf);
         assert_eq!(s.url, "http://c:4318/v1/traces");
         assert_eq!(s.timeout, Duration::from_secs(10));
@@ -203,7 +214,10 @@ mod tests {
         let s = otlp_settings(
             &env(&[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318"),
-                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://sig:9999/custom"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://sig:9999/custom",
+                ),
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             ]),
             None,
@@ -216,10 +230,17 @@ mod tests {
 
     #[test]
     fn grpc_by_port_or_by_variable_and_flags_win() {
-        let s = otlp_settings(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]), None, None)
-            .unwrap()
-            .unwrap();
-        assert_eq!((s.protocol, s.url.as_str()), (Protocol::Grpc, "http://c:4317"));
+        let s = otlp_settings(
+            &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]),
+            None,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (s.protocol, s.url.as_str()),
+            (Protocol::Grpc, "http://c:4317")
+        );
         let s = otlp_settings(
             &env(&[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
@@ -230,10 +251,17 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!((s.protocol, s.url.as_str()), (Protocol::Grpc, "http://flag:1234"));
-        let s = otlp_settings(&env(&[]), Some("http://flag:4317"), Some(Protocol::HttpProtobuf))
-            .unwrap()
-            .unwrap();
+        assert_eq!(
+            (s.protocol, s.url.as_str()),
+            (Protocol::Grpc, "http://flag:1234")
+        );
+        let s = otlp_settings(
+            &env(&[]),
+            Some("http://flag:4317"),
+            Some(Protocol::HttpProtobuf),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(s.url, "http://flag:4317/v1/traces");
     }
 
@@ -242,7 +270,10 @@ mod tests {
         let s = otlp_settings(
             &env(&[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c"),
-                ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=abc%3D%3D, x-tenant = t1"),
+                (
+                    "OTEL_EXPORTER_OTLP_HEADERS",
+                    "api-key=abc%3D%3D, x-tenant = t1",
+                ),
                 ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
             ]),
             None,
@@ -252,15 +283,28 @@ mod tests {
         .unwrap();
         assert_eq!(
             s.headers,
-            vec![("api-key".into(), "abc==".into()), ("x-tenant".into(), "t1".into())]
+            vec![
+                ("api-key".into(), "abc==".into()),
+                ("x-tenant".into(), "t1".into())
+            ]
         );
         assert_eq!(s.timeout, Duration::from_millis(2500));
         let bad = |pairs: &[(&str, &str)]| otlp_settings(&env(pairs), None, None).unwrap_err();
         assert!(bad(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4317")]).contains("http://"));
-        assert!(bad(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")])
-            .contains("allowed values: grpc, http/protobuf"));
-        assert!(bad(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_EXPORTER_OTLP_HEADERS", "novalue")])
-            .contains("key=value"));
+        assert!(
+            bad(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+            ])
+            .contains("allowed values: grpc, http/protobuf")
+        );
+        assert!(
+            bad(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "novalue")
+            ])
+            .contains("key=value")
+        );
     }
 
     #[test]

@@ -152,7 +152,10 @@ impl Exporter {
                 self.retry = None;
                 metrics::add(&self.counters.spans_exported, n - delivered.rejected.min(n));
                 if delivered.rejected > 0 {
-                    metrics::add(&self.counters.spans_dropped_export_failed, delivered.rejected);
+                    metrics::add(
+                        &self.counters.spans_dropped_export_failed,
+                        delivered.rejected,
+                    );
                     tracing::warn!(
                         rejected = delivered.rejected,
                         message = %delivered.message,
@@ -165,10 +168,9 @@ impl Exporter {
                 let now = Instant::now();
                 let first = self.retry.as_ref().map_or(now, |r| r.first_failure);
                 if e.retryable && now - first < MAX_RETRY_TIME {
-                    let backoff = self
-                        .retry
-                        .as_ref()
-                        .map_or(Duration::from_millis(500), |r| (r.backoff * 2).min(MAX_BACKOFF));
+                    let backoff = self.retry.as_ref().map_or(Duration::from_millis(500), |r| {
+                        (r.backoff * 2).min(MAX_BACKOFF)
+                    });
                     if self.retry.is_none() {
                         tracing::warn!(error = %e, "export failed; retrying with backoff");
                     }

@@ -11,7 +11,9 @@ use opentelemetry_proto::tonic::{
     },
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value},
     resource::v1::Resource as ProtoResource,
-    trace::v1::{ResourceSpans, ScopeSpans, Span as ProtoSpan, Status as ProtoStatus, span, status},
+    trace::v1::{
+        ResourceSpans, ScopeSpans, Span as ProtoSpan, Status as ProtoStatus, span, status,
+    },
 };
 use prost::Message as _;
 
@@ -50,7 +52,11 @@ fn proto_span(s: &Span) -> ProtoSpan {
         // parent is in another process (a server span's parent always is).
         flags: s.flags as u32
             | 0x100
-            | if s.kind == SpanKind::Server && s.parent_span_id.is_some() { 0x200 } else { 0 },
+            | if s.kind == SpanKind::Server && s.parent_span_id.is_some() {
+                0x200
+            } else {
+                0
+            },
         name: s.name.clone(),
         kind: match s.kind {
             SpanKind::Server => span::SpanKind::Server,
@@ -159,8 +165,9 @@ impl OtlpClient {
                     .connect_lazy();
                 let mut metadata = tonic::metadata::MetadataMap::new();
                 for (k, v) in &settings.headers {
-                    let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-                        .map_err(|_| format!("OTLP header name `{k}` is not valid"))?;
+                    let key =
+                        tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                            .map_err(|_| format!("OTLP header name `{k}` is not valid"))?;
                     let value = v
                         .parse()
                         .map_err(|_| format!("OTLP header `{k}` has a value gRPC cannot carry"))?;
@@ -202,7 +209,10 @@ impl OtlpClient {
     }
 
     /// Sends one request.
-    pub async fn export(&mut self, req: ExportTraceServiceRequest) -> Result<Delivered, ExportError> {
+    pub async fn export(
+        &mut self,
+        req: ExportTraceServiceRequest,
+    ) -> Result<Delivered, ExportError> {
         match &mut self.transport {
             Transport::Grpc { client, metadata } => {
                 let mut request = tonic::Request::new(req);
@@ -318,21 +328,39 @@ mod tests {
         let mut b = Attributes::default();
         b.set("service.name", "payment");
         let payment = Arc::new(Resource { attributes: b });
-        let req = request(&[span(&order, "GET", false), span(&payment, "POST", true), span(&order, "PUT", true)]);
+        let req = request(&[
+            span(&order, "GET", false),
+            span(&payment, "POST", true),
+            span(&order, "PUT", true),
+        ]);
         assert_eq!(req.resource_spans.len(), 2);
         let first = &req.resource_spans[0];
         assert_eq!(
-            first.resource.as_ref().unwrap().attributes[0].value.as_ref().unwrap().value,
+            first.resource.as_ref().unwrap().attributes[0]
+                .value
+                .as_ref()
+                .unwrap()
+                .value,
             Some(any_value::Value::StringValue("order".into()))
         );
-        let names: Vec<&str> = first.scope_spans[0].spans.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<&str> = first.scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
         assert_eq!(names, vec!["GET", "PUT"]);
         let s = &first.scope_spans[0].spans[1];
         assert_eq!(s.parent_span_id, vec![3; 8]);
         assert_eq!(s.kind, span::SpanKind::Server as i32);
-        assert_eq!(s.status.as_ref().unwrap().code, status::StatusCode::Error as i32);
+        assert_eq!(
+            s.status.as_ref().unwrap().code,
+            status::StatusCode::Error as i32
+        );
         assert_eq!(s.flags, 0x301);
-        assert_eq!(first.scope_spans[0].spans[0].parent_span_id, Vec::<u8>::new());
+        assert_eq!(
+            first.scope_spans[0].spans[0].parent_span_id,
+            Vec::<u8>::new()
+        );
         assert_eq!(first.scope_spans[0].scope.as_ref().unwrap().name, "seam");
     }
 }

@@ -58,7 +58,11 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Http1Event {
     /// A request head is complete; `start` is its first transfer.
-    RequestHead { seq: u64, head: RequestHead, start: Timing },
+    RequestHead {
+        seq: u64,
+        head: RequestHead,
+        start: Timing,
+    },
     /// A request and its final response are complete.
     Exchange(Exchange),
     /// A request will never get a response seen by seam (connection closed,
@@ -223,8 +227,25 @@ impl Default for Http1Conn {
 /// Request methods recognised at the start of a transfer (RFC 9110, 5789,
 /// WebDAV). Anything else is not taken as the start of a request.
 const METHODS: &[&str] = &[
-    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE", "PROPFIND",
-    "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT", "MKCALENDAR", "SEARCH",
+    "GET",
+    "POST",
+    "PUT",
+    "DELETE",
+    "HEAD",
+    "OPTIONS",
+    "PATCH",
+    "CONNECT",
+    "TRACE",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "REPORT",
+    "MKCALENDAR",
+    "SEARCH",
     "PURGE",
 ];
 
@@ -263,9 +284,9 @@ fn classify(data: &[u8]) -> Start {
 
 /// Whether `data` (a transfer's first bytes) begins an HTTP/1 request.
 pub fn looks_like_request(data: &[u8]) -> bool {
-    METHODS.iter().any(|m| {
-        data.len() > m.len() && data.starts_with(m.as_bytes()) && data[m.len()] == b' '
-    })
+    METHODS
+        .iter()
+        .any(|m| data.len() > m.len() && data.starts_with(m.as_bytes()) && data[m.len()] == b' ')
 }
 
 /// Whether `data` begins an HTTP/1 response.
@@ -320,7 +341,8 @@ impl Http1Conn {
             if slot.0.is_empty() {
                 slot.1 = timing;
             }
-            slot.0.extend_from_slice(&data[..data.len().min(START_PROBE)]);
+            slot.0
+                .extend_from_slice(&data[..data.len().min(START_PROBE)]);
             let decided = match classify(&slot.0) {
                 Start::Request => dir,
                 Start::Response => dir.opposite(),
@@ -422,7 +444,10 @@ impl Http1Conn {
             State::Idle => {
                 if !kind.starts(classify(data)) {
                     // Tolerate stray CRLF between messages (RFC 9112 §2.2).
-                    let crlf = data.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+                    let crlf = data
+                        .iter()
+                        .take_while(|b| **b == b'\r' || **b == b'\n')
+                        .count();
                     if crlf > 0 {
                         return crlf;
                     }
@@ -543,7 +568,8 @@ impl Http1Conn {
             return;
         }
         let framing = response_framing(&head, Some(&method));
-        let tunnel = head.status == 101 || (method == "CONNECT" && (200..300).contains(&head.status));
+        let tunnel =
+            head.status == 101 || (method == "CONNECT" && (200..300).contains(&head.status));
         self.open_response = Some(OpenResponse { head, start });
         if tunnel {
             self.complete_response(timing, false, 0, out);
@@ -677,7 +703,14 @@ impl Http1Conn {
     }
 
     /// `n` bytes of the transfer were not captured.
-    fn skip(&mut self, dir: Direction, kind: Kind, mut n: u64, timing: Timing, out: &mut Vec<Http1Event>) {
+    fn skip(
+        &mut self,
+        dir: Direction,
+        kind: Kind,
+        mut n: u64,
+        timing: Timing,
+        out: &mut Vec<Http1Event>,
+    ) {
         while n > 0 {
             let state = self.half(dir).state.clone();
             match state {
@@ -715,7 +748,13 @@ impl Http1Conn {
         }
     }
 
-    fn message_done(&mut self, dir: Direction, kind: Kind, timing: Timing, out: &mut Vec<Http1Event>) {
+    fn message_done(
+        &mut self,
+        dir: Direction,
+        kind: Kind,
+        timing: Timing,
+        out: &mut Vec<Http1Event>,
+    ) {
         let body_len = std::mem::take(&mut self.half(dir).body_len);
         self.half(dir).msg_start = None;
         match kind {
@@ -866,7 +905,12 @@ fn version(v: Option<u8>) -> Option<&'static str> {
 fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
     headers
         .iter()
-        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).trim().to_string()))
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).trim().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -915,7 +959,10 @@ mod tests {
     use super::*;
 
     fn t(n: u64) -> Timing {
-        Timing { enter_ns: n * 10, exit_ns: n * 10 + 5 }
+        Timing {
+            enter_ns: n * 10,
+            exit_ns: n * 10 + 5,
+        }
     }
 
     struct Feeder {
@@ -926,12 +973,17 @@ mod tests {
 
     impl Feeder {
         fn new() -> Self {
-            Self { conn: Http1Conn::new(), out: Vec::new(), clock: 0 }
+            Self {
+                conn: Http1Conn::new(),
+                out: Vec::new(),
+                clock: 0,
+            }
         }
         fn send(&mut self, dir: Direction, data: &[u8]) -> Timing {
             self.clock += 1;
             let timing = t(self.clock);
-            self.conn.feed(dir, data, data.len() as u64, timing, &mut self.out);
+            self.conn
+                .feed(dir, data, data.len() as u64, timing, &mut self.out);
             timing
         }
         /// A transfer of `len` bytes of which only `data` was captured.
@@ -963,7 +1015,10 @@ mod tests {
     #[test]
     fn simple_server_exchange() {
         let mut f = Feeder::new();
-        let t1 = f.send(In, b"GET /users/7?x=1 HTTP/1.1\r\nHost: api:8080\r\nUser-Agent: curl/8\r\n\r\n");
+        let t1 = f.send(
+            In,
+            b"GET /users/7?x=1 HTTP/1.1\r\nHost: api:8080\r\nUser-Agent: curl/8\r\n\r\n",
+        );
         let t2 = f.send(Out, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
         let x = f.exchanges();
         assert_eq!(x.len(), 1);
@@ -1022,7 +1077,10 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nbbHTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
         );
         let x = f.exchanges();
-        let got: Vec<(&str, u16)> = x.iter().map(|x| (x.request.target.as_str(), x.response.status)).collect();
+        let got: Vec<(&str, u16)> = x
+            .iter()
+            .map(|x| (x.request.target.as_str(), x.response.status))
+            .collect();
         assert_eq!(got, vec![("/a", 200), ("/b", 404), ("/c", 500)]);
     }
 
@@ -1033,7 +1091,10 @@ mod tests {
             let mut f = Feeder::new();
             f.send(Out, b"GET /c HTTP/1.1\r\nHost: h\r\n\r\n");
             f.send(In, &body[..split]);
-            assert!(f.exchanges().is_empty(), "complete too early at split {split}");
+            assert!(
+                f.exchanges().is_empty(),
+                "complete too early at split {split}"
+            );
             let last = f.send(In, &body[split..]);
             let x = f.exchanges();
             assert_eq!(x.len(), 1, "split {split}");
@@ -1045,7 +1106,10 @@ mod tests {
     #[test]
     fn chunked_request_body() {
         let mut f = Feeder::new();
-        f.send(In, b"PUT /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+        f.send(
+            In,
+            b"PUT /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
         f.send(In, b"3\r\nabc\r\n");
         let body_end = f.send(In, b"0\r\n\r\n");
         f.send(Out, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
@@ -1059,7 +1123,10 @@ mod tests {
     fn keep_alive_hundred_requests() {
         let mut f = Feeder::new();
         for i in 0..100 {
-            f.send(Out, format!("GET /item/{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+            f.send(
+                Out,
+                format!("GET /item/{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes(),
+            );
             f.send(In, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n");
             f.send(In, b"abc");
         }
@@ -1085,7 +1152,11 @@ mod tests {
         let mut last = None;
         while sent < total {
             let n = (total - sent).min(16384);
-            let data: &[u8] = if sent == 0 { &first } else { &[b'y'; 4096][..(n as usize).min(4096)] };
+            let data: &[u8] = if sent == 0 {
+                &first
+            } else {
+                &[b'y'; 4096][..(n as usize).min(4096)]
+            };
             last = Some(f.send_partial(In, data, n));
             sent += n;
             if sent < total {
@@ -1122,7 +1193,10 @@ mod tests {
         f.send(Out, b"HEAD /h HTTP/1.1\r\nHost: h\r\n\r\n");
         f.send(In, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
         f.send(Out, b"GET /n HTTP/1.1\r\nHost: h\r\n\r\n");
-        f.send(In, b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1000\r\n\r\n");
+        f.send(
+            In,
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1000\r\n\r\n",
+        );
         f.send(Out, b"DELETE /d HTTP/1.1\r\nHost: h\r\n\r\n");
         f.send(In, b"HTTP/1.1 204 No Content\r\n\r\n");
         let got: Vec<u16> = f.exchanges().iter().map(|x| x.response.status).collect();
@@ -1133,7 +1207,10 @@ mod tests {
     #[test]
     fn expect_continue_skips_interim_response() {
         let mut f = Feeder::new();
-        f.send(Out, b"POST /u HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+        f.send(
+            Out,
+            b"POST /u HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+        );
         f.send(In, b"HTTP/1.1 100 Continue\r\n\r\n");
         f.send(Out, b"data");
         let end = f.send(In, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
@@ -1235,8 +1312,14 @@ mod tests {
     #[test]
     fn upgrade_and_connect_become_tunnels() {
         let mut f = Feeder::new();
-        f.send(In, b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
-        f.send(Out, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+        f.send(
+            In,
+            b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        );
+        f.send(
+            Out,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        );
         f.send(In, b"\x81\x85GET / HTTP/1.1 looks like http but is a frame");
         f.send(Out, b"HTTP/1.1 200 not really");
         let x = f.exchanges();

@@ -153,12 +153,20 @@ pub fn http_span(conn: &ConnMeta, x: &Exchange) -> (String, SpanKind, Attributes
     } else {
         Status::Unset
     };
-    let name = if known { method.to_string() } else { "HTTP".to_string() };
+    let name = if known {
+        method.to_string()
+    } else {
+        "HTTP".to_string()
+    };
     (name, kind, a, status_code)
 }
 
 fn format_authority(host: &str, port: Option<u16>) -> String {
-    let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
     match port {
         Some(p) => format!("{host}:{p}"),
         None => host,
@@ -183,7 +191,10 @@ mod tests {
                 method: method.into(),
                 target: target.into(),
                 version: "1.1",
-                headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             },
             response: ResponseHead {
                 status,
@@ -215,12 +226,22 @@ mod tests {
     }
 
     fn s(a: &Attributes, k: &str) -> String {
-        a.get(k).map(|v| v.to_string()).unwrap_or_else(|| "<none>".into())
+        a.get(k)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "<none>".into())
     }
 
     #[test]
     fn server_span_attributes() {
-        let x = exchange("GET", "/check?item=123", 503, &[("Host", "inventory:8001"), ("User-Agent", "python-requests/2")]);
+        let x = exchange(
+            "GET",
+            "/check?item=123",
+            503,
+            &[
+                ("Host", "inventory:8001"),
+                ("User-Agent", "python-requests/2"),
+            ],
+        );
         let (name, kind, a, status) = http_span(&conn(Role::Server), &x);
         assert_eq!(name, "GET");
         assert_eq!(kind, SpanKind::Server);
@@ -250,7 +271,10 @@ mod tests {
             peer: "127.0.0.1:8002".parse().unwrap(),
         });
         let (name, kind, a, status) = http_span(&c, &x);
-        assert_eq!((name.as_str(), kind, status), ("POST", SpanKind::Client, Status::Error));
+        assert_eq!(
+            (name.as_str(), kind, status),
+            ("POST", SpanKind::Client, Status::Error)
+        );
         assert_eq!(s(&a, "server.address"), "127.0.0.1");
         assert_eq!(s(&a, "server.port"), "8002");
         assert_eq!(s(&a, "url.full"), "http://127.0.0.1:8002/charge");

@@ -14,7 +14,8 @@
 //! read a request before the client's `send` returns). A short reorder buffer
 //! sorts them by the times that causality orders: a client request starts
 //! when its first `write` is entered, a server request when its first `read`
-//! returns.
+//! returns; a server response ends after its last `write` is entered, a
+//! client's when its last `read` returns.
 pub mod attrs;
 pub mod traceparent;
 
@@ -70,6 +71,12 @@ struct Inflight {
     thread: (u32, u32),
     role: Role,
     pair: Option<(SocketAddr, SocketAddr)>,
+    /// Server: the same-host client request it was linked to.
+    linked_client: Option<RequestKey>,
+    /// Client: latest end of a linked server span. The server's last `write`
+    /// can return a few microseconds after the client's `read` got the bytes;
+    /// the client span is stretched so that it still contains its child.
+    child_end: u64,
 }
 
 /// A record waiting in the reorder buffer, ordered by `ts` then arrival.
@@ -167,7 +174,11 @@ impl Stitcher {
                 Role::Client => timing.enter_ns,
                 Role::Server => timing.exit_ns,
             },
-            Record::Done { exchange, .. } => exchange.response_end.exit_ns,
+            // A server's last write begins before its client's read ends.
+            Record::Done { conn, exchange, .. } => match conn.role {
+                Role::Client => exchange.response_end.exit_ns,
+                Role::Server => exchange.response_end.enter_ns,
+            },
             // Carries no time; it follows its start, which arrived earlier.
             Record::Abandoned { .. } => 0,
         }
@@ -191,7 +202,10 @@ impl Stitcher {
     /// Processes queued records older than the reorder window, measured from
     /// both the newest record and the clock `now_ns`; appends finished spans.
     pub fn release(&mut self, now_ns: u64, spans: &mut Vec<Span>) {
-        let horizon = self.newest_ts.max(now_ns).saturating_sub(self.config.reorder_ns);
+        let horizon = self
+            .newest_ts
+            .max(now_ns)
+            .saturating_sub(self.config.reorder_ns);
         while self.queue.peek().is_some_and(|q| q.0.ts <= horizon) {
             let Reverse(q) = self.queue.pop().expect("peeked");
             self.process(q.record, spans);
@@ -224,9 +238,20 @@ impl Stitcher {
                 };
                 let (name, kind, attributes, status) = attrs::http_span(&conn, &exchange);
                 let (start, end) = match conn.role {
-                    Role::Server => (exchange.request_start.exit_ns, exchange.response_end.exit_ns),
-                    Role::Client => (exchange.request_start.enter_ns, exchange.response_end.exit_ns),
+                    Role::Server => (
+                        exchange.request_start.exit_ns,
+                        exchange.response_end.exit_ns,
+                    ),
+                    Role::Client => (
+                        exchange.request_start.enter_ns,
+                        exchange.response_end.exit_ns.max(inflight.child_end),
+                    ),
                 };
+                if let Some(client) = inflight.linked_client
+                    && let Some(c) = self.inflight.get_mut(&client)
+                {
+                    c.child_end = c.child_end.max(end);
+                }
                 spans.push(Span {
                     trace_id: inflight.ctx.trace_id,
                     span_id: inflight.ctx.span_id,
@@ -253,6 +278,7 @@ impl Stitcher {
         let trace_state = head.header("tracestate").unwrap_or_default().to_string();
         let thread = (conn.pid, tid);
         let pair = pair(conn);
+        let mut linked_client = None;
         let parent = match conn.role {
             Role::Server => {
                 let linked = self
@@ -263,8 +289,16 @@ impl Stitcher {
                 match (linked, incoming) {
                     // The same-host client span is the closest parent, as long
                     // as it belongs to the trace the header names.
-                    (Some(client), tp) if tp.is_none_or(|tp| tp.trace_id == client.trace_id) => {
-                        Some((client.trace_id, client.span_id, client.flags, client.trace_state))
+                    (Some((key, client)), tp)
+                        if tp.is_none_or(|tp| tp.trace_id == client.trace_id) =>
+                    {
+                        linked_client = Some(key);
+                        Some((
+                            client.trace_id,
+                            client.span_id,
+                            client.flags,
+                            client.trace_state,
+                        ))
                     }
                     (_, Some(tp)) => Some((tp.trace_id, tp.parent_id, tp.flags, trace_state)),
                     (_, None) => None,
@@ -272,9 +306,9 @@ impl Stitcher {
             }
             Role::Client => match incoming {
                 Some(tp) => Some((tp.trace_id, tp.parent_id, tp.flags, trace_state)),
-                None if self.config.thread_linking => self.serving_on(thread).map(|s| {
-                    (s.trace_id, s.span_id, s.flags, s.trace_state.clone())
-                }),
+                None if self.config.thread_linking => self
+                    .serving_on(thread)
+                    .map(|s| (s.trace_id, s.span_id, s.flags, s.trace_state.clone())),
                 None => None,
             },
         };
@@ -309,6 +343,8 @@ impl Stitcher {
                 thread,
                 role: conn.role,
                 pair,
+                linked_client,
+                child_end: 0,
             },
         );
     }
@@ -324,13 +360,13 @@ impl Stitcher {
 
     /// The oldest in-flight client request on this connection not yet
     /// matched to a server request.
-    fn take_client(&mut self, pair: (SocketAddr, SocketAddr)) -> Option<SpanContext> {
+    fn take_client(&mut self, pair: (SocketAddr, SocketAddr)) -> Option<(RequestKey, SpanContext)> {
         let queue = self.clients.get_mut(&pair)?;
         let key = queue.pop_front()?;
         if queue.is_empty() {
             self.clients.remove(&pair);
         }
-        self.inflight.get(&key).map(|i| i.ctx.clone())
+        self.inflight.get(&key).map(|i| (key, i.ctx.clone()))
     }
 
     fn forget(&mut self, key: RequestKey) -> Option<Inflight> {

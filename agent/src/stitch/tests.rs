@@ -17,7 +17,10 @@ struct World {
 }
 
 fn t(enter: u64, exit: u64) -> Timing {
-    Timing { enter_ns: enter, exit_ns: exit }
+    Timing {
+        enter_ns: enter,
+        exit_ns: exit,
+    }
 }
 
 impl World {
@@ -35,14 +38,20 @@ impl World {
             pid,
             process: self.procs.get(pid, Some(&format!("svc{pid}"))),
             role,
-            endpoints: Some(Endpoints { local: local.parse().unwrap(), peer: peer.parse().unwrap() }),
+            endpoints: Some(Endpoints {
+                local: local.parse().unwrap(),
+                peer: peer.parse().unwrap(),
+            }),
             tls: false,
         })
     }
 
     fn start(&mut self, conn: &Arc<ConnMeta>, tid: u32, timing: Timing, headers: &[(&str, &str)]) {
         self.st.push(Record::Start {
-            key: RequestKey { sock: conn.sock, seq: 0 },
+            key: RequestKey {
+                sock: conn.sock,
+                seq: 0,
+            },
             conn: conn.clone(),
             tid,
             head: head(headers),
@@ -52,12 +61,19 @@ impl World {
 
     fn done(&mut self, conn: &Arc<ConnMeta>, start: Timing, end: Timing) {
         self.st.push(Record::Done {
-            key: RequestKey { sock: conn.sock, seq: 0 },
+            key: RequestKey {
+                sock: conn.sock,
+                seq: 0,
+            },
             conn: conn.clone(),
             exchange: Exchange {
                 seq: 0,
                 request: head(&[]),
-                response: ResponseHead { status: 200, version: "1.1", headers: vec![] },
+                response: ResponseHead {
+                    status: 200,
+                    version: "1.1",
+                    headers: vec![],
+                },
                 request_start: start,
                 request_end: start,
                 response_start: end,
@@ -86,7 +102,10 @@ fn head(headers: &[(&str, &str)]) -> RequestHead {
         method: "GET".into(),
         target: "/".into(),
         version: "1.1",
-        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     }
 }
 
@@ -118,19 +137,52 @@ fn links_thread_and_tuple_despite_arrival_order() {
     assert!(w.st.serving.is_empty() && w.st.clients.is_empty());
 }
 
+/// The server's final write returned after the client's read: the client
+/// span is stretched to contain its child.
+#[test]
+fn client_span_contains_linked_server_span() {
+    let mut w = World::new();
+    let cli = w.conn(1, 1, Role::Client, "127.0.0.1:5000", "127.0.0.1:80");
+    let srv = w.conn(2, 2, Role::Server, "127.0.0.1:80", "127.0.0.1:5000");
+    w.start(&cli, 1, t(100, 101), &[]);
+    w.start(&srv, 2, t(102, 110), &[]);
+    w.done(&srv, t(102, 110), t(200, 260));
+    w.done(&cli, t(100, 101), t(240, 250));
+    w.run();
+    let c = w.span_of(1, SpanKind::Client).clone();
+    let s = w.span_of(2, SpanKind::Server).clone();
+    assert_eq!(s.parent_span_id, Some(c.span_id));
+    assert!(c.end_unix_ns >= s.end_unix_ns);
+    assert_eq!(c.end_unix_ns - c.start_unix_ns, 160);
+}
+
 #[test]
 fn incoming_traceparent_sets_trace_and_parent() {
     let mut w = World::new();
     let srv = w.conn(1, 1, Role::Server, "127.0.0.1:8000", "10.0.0.9:5000");
-    w.start(&srv, 1, t(1, 2), &[
-        ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-        ("tracestate", "vendor=x"),
-    ]);
+    w.start(
+        &srv,
+        1,
+        t(1, 2),
+        &[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "vendor=x"),
+        ],
+    );
     w.done(&srv, t(1, 2), t(5, 6));
     w.run();
     let s = &w.spans[0];
-    assert_eq!(crate::span::hex(&s.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
-    assert_eq!(s.parent_span_id.map(|p| crate::span::hex(&p)).as_deref(), Some("00f067aa0ba902b7"));
+    assert_eq!(
+        crate::span::hex(&s.trace_id),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(
+        s.parent_span_id.map(|p| crate::span::hex(&p)).as_deref(),
+        Some("00f067aa0ba902b7")
+    );
     assert_eq!(s.trace_state, "vendor=x");
 }
 
@@ -138,7 +190,15 @@ fn incoming_traceparent_sets_trace_and_parent() {
 fn invalid_traceparent_starts_a_new_trace() {
     let mut w = World::new();
     let srv = w.conn(1, 1, Role::Server, "127.0.0.1:8000", "10.0.0.9:5000");
-    w.start(&srv, 1, t(1, 2), &[("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")]);
+    w.start(
+        &srv,
+        1,
+        t(1, 2),
+        &[(
+            "traceparent",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        )],
+    );
     w.done(&srv, t(1, 2), t(5, 6));
     w.run();
     assert_eq!(w.spans[0].parent_span_id, None);
@@ -194,7 +254,9 @@ fn abandoned_requests_free_their_state() {
     let mut w = World::new();
     let srv = w.conn(1, 1, Role::Server, "127.0.0.1:80", "127.0.0.1:1000");
     w.start(&srv, 1, t(1, 2), &[]);
-    w.st.push(Record::Abandoned { key: RequestKey { sock: 1, seq: 0 } });
+    w.st.push(Record::Abandoned {
+        key: RequestKey { sock: 1, seq: 0 },
+    });
     w.run();
     assert_eq!(w.st.inflight(), 0);
     assert!(w.st.serving.is_empty());

@@ -28,7 +28,11 @@ impl TraceParent {
 }
 
 fn lower_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != N * 2 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() != N * 2
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     let mut out = [0u8; N];
@@ -80,11 +84,18 @@ mod tests {
     #[test]
     fn parses_the_spec_example() {
         let tp = parse(GOOD).unwrap();
-        assert_eq!(crate::span::hex(&tp.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            crate::span::hex(&tp.trace_id),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(crate::span::hex(&tp.parent_id), "00f067aa0ba902b7");
         assert!(tp.sampled());
         assert_eq!(tp.encode(), GOOD);
-        assert!(!parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap().sampled());
+        assert!(
+            !parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+                .unwrap()
+                .sampled()
+        );
     }
 
     #[test]
@@ -97,7 +108,7 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", // zero parent
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // forbidden version
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", // v00 too long
-            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",   // misplaced dash
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01", // misplaced dash
             "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
             "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
@@ -111,14 +122,19 @@ mod tests {
 
     #[test]
     fn accepts_future_versions_with_extra_fields() {
-        let tp = parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-what-the-future").unwrap();
+        let tp = parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-what-the-future")
+            .unwrap();
         assert_eq!(tp.flags, 1);
         assert!(parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_some());
     }
 
     #[test]
     fn never_panics_on_arbitrary_input() {
-        for s in ["\u{0}\u{1}", "é00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "0é-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x"] {
+        for s in [
+            "\u{0}\u{1}",
+            "é00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0é-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+        ] {
             let _ = parse(s);
         }
     }

@@ -1,0 +1,81 @@
+//! The seam agent as a child process of the test.
+use std::{
+    path::PathBuf,
+    process::{Command, ExitStatus},
+    time::{Duration, Instant},
+};
+
+use crate::procs::Proc;
+
+/// The agent binary: `SEAM_BIN` (set by `cargo xtask test`), else the debug
+/// build in this workspace.
+pub fn seam_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SEAM_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = crate::root().join("target/debug/seam");
+    assert!(
+        p.exists(),
+        "no agent binary at {}; run the tests with `cargo xtask test`, which builds it",
+        p.display()
+    );
+    p
+}
+
+pub struct Agent {
+    pub proc: Proc,
+}
+
+impl Agent {
+    /// Starts seam with `args` and extra environment, and waits until its
+    /// probes are attached. Inherited OTEL_* variables are cleared.
+    pub fn start(args: &[String], env: &[(&str, &str)]) -> Agent {
+        let mut cmd = Command::new(seam_bin());
+        cmd.args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("OTEL_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("SEAM_LOG", "info")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut proc = Proc::spawn("seam", cmd);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if proc.log().contains(" tracing ") {
+                return Agent { proc };
+            }
+            if !proc.running() || Instant::now() >= deadline {
+                let status = proc.stop();
+                panic!("seam did not start ({status}):\n{}", proc.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `--otlp-endpoint` and `--otlp-protocol` for a receiver.
+    pub fn otlp_args(receiver: &crate::otlp::Receiver) -> Vec<String> {
+        vec![
+            "--otlp-endpoint".into(),
+            receiver.endpoint(),
+            "--otlp-protocol".into(),
+            receiver.protocol().into(),
+        ]
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.proc.running()
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+
+    /// SIGTERM and wait: the agent must exit cleanly on its own.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.proc.stop_with(libc::SIGTERM, Duration::from_secs(20))
+    }
+}

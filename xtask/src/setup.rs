@@ -1,0 +1,328 @@
+//! `cargo xtask setup`: brings a fresh machine to the point where the agent
+//! builds and every test runs. Each step checks first and skips what is there.
+use std::{fs, process::Command};
+
+use anyhow::{Context as _, anyhow, bail};
+
+use crate::cmd::{self, has, output, root};
+
+/// Debian packages the tests and benchmarks drive, by the program that
+/// proves each is installed.
+const APT: &[(&str, &str)] = &[
+    ("curl", "curl"),
+    ("nginx", "nginx"),
+    ("wrk", "wrk"),
+    ("wget", "wget"),
+    ("openssl", "openssl"),
+    ("ip", "iproute2"),
+    ("bpftool", "bpftool"),
+];
+
+/// Python packages the test services use, by import name.
+const PIP: &[(&str, &str)] = &[
+    ("flask", "flask"),
+    ("gunicorn", "gunicorn"),
+    ("requests", "requests"),
+];
+
+/// The pinned probe toolchain, from probe-toolchain.toml.
+pub struct Pins {
+    pub nightly: String,
+    pub bpf_linker: String,
+}
+
+pub fn pins() -> anyhow::Result<Pins> {
+    let path = root().join("probe-toolchain.toml");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+            })
+            .ok_or_else(|| anyhow!("{} has no `{key}`", path.display()))
+    };
+    Ok(Pins {
+        nightly: get("nightly")?,
+        bpf_linker: get("bpf-linker")?,
+    })
+}
+
+/// One thing a fresh machine may lack.
+struct Step {
+    what: String,
+    present: bool,
+    install: Box<dyn Fn() -> anyhow::Result<()>>,
+}
+
+fn toolchain_ok(nightly: &str) -> bool {
+    output(Command::new("rustup").args(["run", nightly, "rustc", "--version"])).is_some()
+}
+
+fn rust_src_ok(nightly: &str) -> bool {
+    output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        nightly,
+    ]))
+    .is_some_and(|l| l.lines().any(|c| c.starts_with("rust-src")))
+}
+
+fn bpf_linker_version() -> Option<String> {
+    output(Command::new("bpf-linker").arg("--version"))
+        .and_then(|v| v.split_whitespace().nth(1).map(str::to_string))
+}
+
+fn missing_pip() -> Vec<&'static str> {
+    PIP.iter()
+        .filter(|(module, _)| {
+            !Command::new("python3")
+                .args(["-c", &format!("import {module}")])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(_, pkg)| *pkg)
+        .collect()
+}
+
+fn install_toolchain(nightly: &str) -> anyhow::Result<()> {
+    let installed = cmd::run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        nightly,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]));
+    if installed.is_ok() {
+        return Ok(());
+    }
+    // Offline fallback: the machine's `nightly` may be the very build pinned
+    // (nightly-YYYY-MM-DD ships the commit of the day before).
+    let date = nightly.trim_start_matches("nightly-");
+    let local = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))
+        .ok_or_else(|| anyhow!("cannot install {nightly} and no `nightly` toolchain is present"))?;
+    let commit_date = local
+        .lines()
+        .find_map(|l| l.strip_prefix("commit-date: "))
+        .unwrap_or_default()
+        .to_string();
+    let next_day = next_date(&commit_date).unwrap_or_default();
+    if next_day != date {
+        bail!("cannot install {nightly}; the local `nightly` is from {commit_date}");
+    }
+    let sysroot =
+        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))
+            .ok_or_else(|| anyhow!("no sysroot for nightly"))?;
+    cmd::run(Command::new("rustup").args(["toolchain", "link", nightly, sysroot.trim()]))?;
+    cmd::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
+}
+
+/// The day after YYYY-MM-DD (enough calendar for toolchain dates).
+fn next_date(date: &str) -> Option<String> {
+    let mut parts = date.split('-').map(|p| p.parse::<u32>().ok());
+    let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    let (y, m, d) = if d < days[(m - 1) as usize] {
+        (y, m, d + 1)
+    } else if m < 12 {
+        (y, m + 1, 1)
+    } else {
+        (y + 1, 1, 1)
+    };
+    Some(format!("{y:04}-{m:02}-{d:02}"))
+}
+
+fn install_bpf_linker(version: &str) -> anyhow::Result<()> {
+    // Link bpf-linker against the LLVM that ships inside the stable
+    // toolchain, so no system LLVM is needed.
+    let sysroot = output(Command::new("rustc").args(["--print", "sysroot"]))
+        .ok_or_else(|| anyhow!("rustc --print sysroot failed"))?;
+    let lib = std::path::Path::new(sysroot.trim()).join("lib");
+    let llvm = fs::read_dir(&lib)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find_map(|n| {
+            n.strip_prefix("lib")?
+                .strip_suffix(".so")
+                .filter(|s| s.starts_with("LLVM-"))
+                .map(str::to_string)
+        })
+        .ok_or_else(|| anyhow!("no libLLVM-*.so in {}", lib.display()))?;
+    let major = llvm
+        .trim_start_matches("LLVM-")
+        .split(['-', '.'])
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let rustflags = format!(
+        "-L {lib} -l dylib={llvm} -C link-arg=-Wl,-rpath,{lib}",
+        lib = lib.display()
+    );
+    cmd::run(
+        Command::new("cargo")
+            .args([
+                "install",
+                "--locked",
+                &format!("bpf-linker@{version}"),
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{major},no-llvm-linking"),
+                "--force",
+            ])
+            .env("RUSTFLAGS", rustflags),
+    )
+}
+
+fn steps() -> anyhow::Result<Vec<Step>> {
+    let pins = pins()?;
+    let mut steps = Vec::new();
+    let nightly = pins.nightly.clone();
+    steps.push(Step {
+        what: format!("Rust toolchain {nightly} with rust-src (builds the probes)"),
+        present: toolchain_ok(&nightly) && rust_src_ok(&nightly),
+        install: Box::new(move || {
+            if !toolchain_ok(&nightly) {
+                install_toolchain(&nightly)?;
+            }
+            if !rust_src_ok(&nightly) {
+                cmd::run(Command::new("rustup").args([
+                    "component",
+                    "add",
+                    "rust-src",
+                    "--toolchain",
+                    &nightly,
+                ]))?;
+            }
+            Ok(())
+        }),
+    });
+    let want = pins.bpf_linker.clone();
+    steps.push(Step {
+        what: format!("bpf-linker {want} (links the probes)"),
+        present: bpf_linker_version().as_deref() == Some(want.as_str()),
+        install: Box::new(move || install_bpf_linker(&want)),
+    });
+    let apt: Vec<&str> = APT
+        .iter()
+        .filter(|(bin, _)| !has(bin))
+        .map(|(_, p)| *p)
+        .collect();
+    steps.push(Step {
+        what: format!(
+            "Debian packages: {}",
+            APT.iter().map(|p| p.1).collect::<Vec<_>>().join(" ")
+        ),
+        present: apt.is_empty(),
+        install: Box::new(move || {
+            cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+            cmd::run(
+                Command::new("apt-get")
+                    .args(["install", "-y", "-q", "--no-install-recommends"])
+                    .args(&apt)
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+            // The tests start their own nginx; the packaged service is not wanted.
+            let _ = Command::new("service").args(["nginx", "stop"]).status();
+            Ok(())
+        }),
+    });
+    let pip = missing_pip();
+    steps.push(Step {
+        what: format!(
+            "Python packages: {}",
+            PIP.iter().map(|p| p.1).collect::<Vec<_>>().join(" ")
+        ),
+        present: pip.is_empty(),
+        install: Box::new(move || {
+            cmd::run(
+                Command::new("python3")
+                    .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+                    .args(&pip),
+            )
+        }),
+    });
+    Ok(steps)
+}
+
+/// What is missing, as descriptions.
+pub fn missing() -> anyhow::Result<Vec<String>> {
+    Ok(steps()?
+        .into_iter()
+        .filter(|s| !s.present)
+        .map(|s| s.what)
+        .collect())
+}
+
+pub fn run(check_only: bool) -> anyhow::Result<()> {
+    let mut missing = 0;
+    for step in steps()? {
+        if step.present {
+            eprintln!("ok       {}", step.what);
+            continue;
+        }
+        missing += 1;
+        if check_only {
+            eprintln!("missing  {}", step.what);
+        } else {
+            eprintln!("install  {}", step.what);
+            (step.install)().with_context(|| format!("installing {}", step.what))?;
+        }
+    }
+    if check_only && missing > 0 {
+        bail!("{missing} item(s) missing; run `cargo xtask setup`");
+    }
+    Ok(())
+}
+
+/// Runs setup if anything is missing (for run and test).
+pub fn ensure() -> anyhow::Result<()> {
+    if !missing()?.is_empty() {
+        run(false)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_date_rolls_over() {
+        assert_eq!(next_date("2026-05-19").as_deref(), Some("2026-05-20"));
+        assert_eq!(next_date("2026-05-31").as_deref(), Some("2026-06-01"));
+        assert_eq!(next_date("2026-12-31").as_deref(), Some("2027-01-01"));
+        assert_eq!(next_date("2028-02-28").as_deref(), Some("2028-02-29"));
+        assert_eq!(next_date("bad"), None);
+    }
+
+    #[test]
+    fn pins_are_readable() {
+        let p = pins().unwrap();
+        assert!(p.nightly.starts_with("nightly-"));
+        assert!(p.bpf_linker.split('.').count() == 3);
+    }
+}
