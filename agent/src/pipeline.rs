@@ -196,6 +196,9 @@ fn resolve_selection(selection: &Selection, proc_root: &Path) -> Selection {
             if !exe_names.is_empty() {
                 all.extend(discover::pids_named(proc_root, exe_names));
             }
+            // Children forked later are added by the probes; those forked
+            // already (pre-fork servers' workers) are added here.
+            all.extend(discover::descendants(proc_root, &all));
             all.sort_unstable();
             all.dedup();
             Selection::Allowlist {
@@ -234,8 +237,10 @@ fn exclude_local_backend(
         return;
     }
     for pid in scan.listeners.get(&port).into_iter().flatten() {
-        selector.untrace_pid(*pid);
-        tracing::info!(pid, port, "not tracing the local OTLP backend");
+        match selector.untrace_pid(*pid) {
+            Ok(()) => tracing::info!(pid, port, "not tracing the local OTLP backend"),
+            Err(e) => tracing::warn!(pid, error = %e, "could not exclude the local OTLP backend"),
+        }
     }
 }
 

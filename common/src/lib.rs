@@ -182,7 +182,7 @@ pub struct ProcEvent {
 pub mod mode {
     /// Nothing is traced.
     pub const OFF: u32 = 0;
-    /// Every process except the agent itself.
+    /// Every process except the agent itself and those in `EXCLUDED_PIDS`.
     pub const ALL: u32 = 1;
     /// Only processes whose tgid is in `TRACED_PIDS` or whose cgroup is in
     /// `TRACED_CGROUPS`; children of traced processes are added at fork.

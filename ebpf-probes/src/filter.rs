@@ -4,7 +4,7 @@
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid};
 use seam_common::mode;
 
-use crate::maps::{CONFIG, TRACED_CGROUPS, TRACED_PIDS};
+use crate::maps::{CONFIG, EXCLUDED_PIDS, TRACED_CGROUPS, TRACED_PIDS};
 
 /// The current mode, or `mode::OFF` before the agent configured the probes.
 #[inline(always)]
@@ -20,7 +20,8 @@ pub fn is_traced() -> bool {
     };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     match config.mode {
-        mode::ALL => tgid != config.agent_tgid,
+        // SAFETY: read-only lookup of a plain value.
+        mode::ALL => tgid != config.agent_tgid && unsafe { EXCLUDED_PIDS.get(&tgid) }.is_none(),
         mode::ALLOWLIST => {
             // SAFETY: read-only lookups of plain values.
             unsafe {

@@ -18,6 +18,10 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
 pub static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 
+/// Processes never traced in `mode::ALL` (e.g. a local OTLP collector).
+#[map]
+pub static EXCLUDED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
 /// Traced cgroup v2 ids in allowlist mode (value unused).
 #[map]
 pub static TRACED_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);

@@ -43,6 +43,38 @@ impl Proc {
         }
     }
 
+    /// Like [`Proc::spawn`], with the child's stdin and stdout as pipes for
+    /// a test that talks to it line by line.
+    pub fn spawn_interactive(
+        name: &str,
+        mut cmd: Command,
+    ) -> (
+        Proc,
+        std::process::ChildStdin,
+        std::io::BufReader<std::process::ChildStdout>,
+    ) {
+        let log = scratch_dir().join(format!("{name}-{}.log", unique()));
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).unwrap())
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name} ({cmd:?}): {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        (
+            Proc {
+                name: name.to_string(),
+                child,
+                log,
+                done: None,
+            },
+            stdin,
+            stdout,
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -141,10 +173,22 @@ pub fn apps_dir(name: &str) -> PathBuf {
 
 /// A Flask app under gunicorn (sync workers) on 127.0.0.1:`port`.
 pub fn gunicorn(dir: &Path, module: &str, port: u16, workers: u32, env: &[(&str, String)]) -> Proc {
+    gunicorn_with(dir, module, port, &["-w", &workers.to_string()], env)
+}
+
+/// A Flask app under gunicorn with extra gunicorn options.
+pub fn gunicorn_with(
+    dir: &Path,
+    module: &str,
+    port: u16,
+    options: &[&str],
+    env: &[(&str, String)],
+) -> Proc {
     let mut cmd = Command::new("python3");
     cmd.args(["-m", "gunicorn", "-b"])
         .arg(format!("127.0.0.1:{port}"))
-        .args(["-w", &workers.to_string(), "--chdir"])
+        .args(options)
+        .arg("--chdir")
         .arg(dir)
         .arg(format!("{module}:app"));
     for (k, v) in env {

@@ -103,6 +103,7 @@ pub enum Selection {
 /// Handles on the filter maps, to change the traced set while running.
 pub struct Selector {
     pids: HashMap<MapData, u32, u8>,
+    excluded: HashMap<MapData, u32, u8>,
     cgroups: HashMap<MapData, u64, u8>,
     ports: HashMap<MapData, u16, u8>,
     config: Array<MapData, Config>,
@@ -117,9 +118,14 @@ impl Selector {
         self.pids.insert(pid, 1, 0).map_err(map_err("TRACED_PIDS"))
     }
 
-    pub fn untrace_pid(&mut self, pid: u32) {
+    /// Stops tracing `pid`, whichever the mode: removed from the allowlist,
+    /// added to the exclusions that apply when everything is traced.
+    pub fn untrace_pid(&mut self, pid: u32) -> Result<(), CaptureError> {
         // Absent keys are fine: the probes remove exited processes themselves.
         let _ = self.pids.remove(&pid);
+        self.excluded
+            .insert(pid, 1, 0)
+            .map_err(map_err("EXCLUDED_PIDS"))
     }
 
     pub fn trace_port(&mut self, port: u16) -> Result<(), CaptureError> {
@@ -215,6 +221,8 @@ impl Probes {
     ) -> Result<Selector, CaptureError> {
         let mut selector = Selector {
             pids: HashMap::try_from(self.take("TRACED_PIDS")?).map_err(map_err("TRACED_PIDS"))?,
+            excluded: HashMap::try_from(self.take("EXCLUDED_PIDS")?)
+                .map_err(map_err("EXCLUDED_PIDS"))?,
             cgroups: HashMap::try_from(self.take("TRACED_CGROUPS")?)
                 .map_err(map_err("TRACED_CGROUPS"))?,
             ports: HashMap::try_from(self.take("TRACED_PORTS")?)

@@ -52,6 +52,33 @@ pub fn pids_named(proc_root: &Path, names: &[String]) -> Vec<u32> {
         .collect()
 }
 
+/// Parent pid from `/proc/PID/stat` (the field after the parenthesised comm,
+/// which may itself contain spaces and parentheses).
+pub fn parent_pid(proc_root: &Path, pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every living descendant of `roots` (not the roots themselves).
+pub fn descendants(proc_root: &Path, roots: &[u32]) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = all_pids(proc_root)
+        .into_iter()
+        .filter_map(|pid| Some((pid, parent_pid(proc_root, pid)?)))
+        .collect();
+    let mut found: Vec<u32> = Vec::new();
+    let mut frontier: Vec<u32> = roots.to_vec();
+    while let Some(p) = frontier.pop() {
+        for (child, parent) in &parents {
+            if *parent == p && !found.contains(child) && !roots.contains(child) {
+                found.push(*child);
+                frontier.push(*child);
+            }
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +91,34 @@ mod tests {
         let found = pids_named(Path::new("/proc"), &names[..1]);
         assert!(found.contains(&me));
         assert!(pids_named(Path::new("/proc"), &["no-such-program-xyz".into()]).is_empty());
+    }
+
+    #[test]
+    fn finds_children_and_grandchildren() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        let me = std::process::id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let found = loop {
+            let found = descendants(Path::new("/proc"), &[me]);
+            if found.len() >= 2 || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(found.contains(&child.id()), "{found:?}");
+        let grandchild = found
+            .iter()
+            .find(|p| parent_pid(Path::new("/proc"), **p) == Some(child.id()));
+        assert!(grandchild.is_some(), "{found:?}");
+        assert_eq!(parent_pid(Path::new("/proc"), child.id()), Some(me));
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Some(g) = grandchild {
+            // SAFETY: signalling a process this test started.
+            unsafe { libc::kill(*g as i32, libc::SIGKILL) };
+        }
     }
 }
