@@ -12,8 +12,8 @@ use crate::{
     },
     metrics::{self, Counters},
     protocol::{
-        Direction, Role, Timing,
-        http1::{Exchange, Http1Conn, Http1Event, RequestHead},
+        Direction, Exchange, ParseErrors, Parser, ProtoEvent, Request, Role, Timing,
+        detect::{self, Detected},
     },
 };
 
@@ -45,7 +45,7 @@ pub enum Record {
         key: RequestKey,
         conn: Arc<ConnMeta>,
         tid: u32,
-        head: RequestHead,
+        request: Request,
         timing: Timing,
     },
     /// The request got its final response.
@@ -58,11 +58,21 @@ pub enum Record {
     Abandoned { key: RequestKey },
 }
 
+/// What is known of a connection's protocol.
+#[derive(Debug)]
+enum Proto {
+    /// No transfer has said yet.
+    Undecided,
+    Parsed(Box<dyn Parser>),
+    /// Ciphertext seen on the socket: nothing here is parsed.
+    Opaque,
+}
+
 struct Conn {
     pid: u32,
     endpoints: Option<Endpoints>,
     tls: bool,
-    http: Http1Conn,
+    proto: Proto,
     /// Set once the first message shows which side this process is.
     meta: Option<Arc<ConnMeta>>,
     last_ns: u64,
@@ -97,7 +107,7 @@ pub struct ConnTracker {
     preexisting: HashMap<(u32, i32), Endpoints>,
     selector: Option<Selector>,
     counters: Arc<Counters>,
-    scratch: Vec<Http1Event>,
+    scratch: Vec<ProtoEvent>,
 }
 
 impl ConnTracker {
@@ -180,7 +190,7 @@ impl ConnTracker {
                     pid: ev.pid,
                     endpoints,
                     tls: ev.tls,
-                    http: Http1Conn::new(),
+                    proto: Proto::Undecided,
                     meta: None,
                     last_ns: ev.timing.exit_ns,
                     reported_errors: (0, 0),
@@ -195,14 +205,26 @@ impl ConnTracker {
         conn.tls |= ev.tls;
         conn.last_ns = ev.timing.exit_ns;
         self.scratch.clear();
-        conn.http.feed(
-            ev.direction,
-            &ev.payload,
-            ev.len,
-            ev.timing,
-            &mut self.scratch,
-        );
-        let Some(requests_dir) = conn.http.requests_direction() else {
+        if matches!(conn.proto, Proto::Undecided) {
+            match detect::detect(&ev.payload) {
+                Detected::Tls if !ev.tls => conn.proto = Proto::Opaque,
+                found => {
+                    if let Some(parser) = detect::parser_for(found) {
+                        conn.proto = Proto::Parsed(parser);
+                    }
+                }
+            }
+        }
+        let Proto::Parsed(parser) = &mut conn.proto else {
+            return;
+        };
+        parser.feed(ev.direction, &ev.payload, ev.len, ev.timing, &mut self.scratch);
+        let errors: ParseErrors = parser.errors();
+        let (d0, o0) = conn.reported_errors;
+        metrics::add(&self.counters.stream_desyncs, errors.desyncs - d0);
+        metrics::add(&self.counters.orphan_responses, errors.orphan_responses - o0);
+        conn.reported_errors = (errors.desyncs, errors.orphan_responses);
+        let Some(requests_dir) = parser.requests_direction() else {
             return;
         };
         if conn.meta.is_none() {
@@ -222,57 +244,46 @@ impl ConnTracker {
         }
         let meta = conn.meta.clone().expect("set above");
         Self::forward(&self.counters, &meta, ev.tid, &mut self.scratch, out);
-        let errors = conn.http.errors();
-        let (d0, o0) = conn.reported_errors;
-        metrics::add(&self.counters.stream_desyncs, errors.desyncs - d0);
-        metrics::add(
-            &self.counters.orphan_responses,
-            errors.orphan_responses - o0,
-        );
-        conn.reported_errors = (errors.desyncs, errors.orphan_responses);
     }
 
     fn forward(
         counters: &Counters,
         meta: &Arc<ConnMeta>,
         tid: u32,
-        events: &mut Vec<Http1Event>,
+        events: &mut Vec<ProtoEvent>,
         out: &mut Vec<Record>,
     ) {
         for e in events.drain(..) {
+            let key = |seq| RequestKey {
+                sock: meta.sock,
+                seq,
+            };
             match e {
-                Http1Event::RequestHead { seq, head, start } => {
+                ProtoEvent::Start {
+                    seq,
+                    request,
+                    start,
+                } => {
                     metrics::inc(&counters.requests_seen);
                     out.push(Record::Start {
-                        key: RequestKey {
-                            sock: meta.sock,
-                            seq,
-                        },
+                        key: key(seq),
                         conn: meta.clone(),
                         tid,
-                        head,
+                        request,
                         timing: start,
                     });
                 }
-                Http1Event::Exchange(exchange) => {
+                ProtoEvent::Done { seq, exchange } => {
                     metrics::inc(&counters.exchanges);
                     out.push(Record::Done {
-                        key: RequestKey {
-                            sock: meta.sock,
-                            seq: exchange.seq,
-                        },
+                        key: key(seq),
                         conn: meta.clone(),
                         exchange,
                     });
                 }
-                Http1Event::Abandoned { seq } => {
+                ProtoEvent::Abandoned { seq } => {
                     metrics::inc(&counters.requests_abandoned);
-                    out.push(Record::Abandoned {
-                        key: RequestKey {
-                            sock: meta.sock,
-                            seq,
-                        },
-                    });
+                    out.push(Record::Abandoned { key: key(seq) });
                 }
             }
         }
@@ -286,7 +297,9 @@ impl ConnTracker {
             return;
         };
         self.scratch.clear();
-        conn.http.close(&mut self.scratch);
+        if let Proto::Parsed(parser) = &mut conn.proto {
+            parser.close(&mut self.scratch);
+        }
         if let Some(meta) = conn.meta.clone() {
             Self::forward(&self.counters, &meta, 0, &mut self.scratch, out);
         }
@@ -307,7 +320,9 @@ impl ConnTracker {
         for sock in idle {
             if let Some(mut conn) = self.conns.remove(&sock) {
                 self.scratch.clear();
-                conn.http.close(&mut self.scratch);
+                if let Proto::Parsed(parser) = &mut conn.proto {
+                    parser.close(&mut self.scratch);
+                }
                 if let Some(meta) = conn.meta {
                     Self::forward(&self.counters, &meta, 0, &mut self.scratch, out);
                 }

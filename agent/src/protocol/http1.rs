@@ -11,6 +11,7 @@ use bytes::BytesMut;
 
 use super::{Direction, Timing};
 
+
 /// Largest head accepted; larger ones are junk or an attack.
 pub const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
@@ -280,6 +281,11 @@ fn classify(data: &[u8]) -> Start {
     } else {
         Start::No
     }
+}
+
+/// Whether `data` may begin an HTTP/1 request or response (possibly cut short).
+pub fn could_start_message(data: &[u8]) -> bool {
+    classify(data) != Start::No
 }
 
 /// Whether `data` (a transfer's first bytes) begins an HTTP/1 request.

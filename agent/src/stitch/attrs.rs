@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::{
     conn::ConnMeta,
-    protocol::{Role, http1::Exchange},
+    protocol::{Exchange, Role, http1},
     span::{Attributes, SpanKind, Status},
 };
 
@@ -61,7 +61,14 @@ fn ip_string(ip: IpAddr) -> String {
 }
 
 /// Name, kind, attributes and status of the span for one exchange.
-pub fn http_span(conn: &ConnMeta, x: &Exchange) -> (String, SpanKind, Attributes, Status) {
+pub fn span_for(conn: &ConnMeta, x: &Exchange) -> (String, SpanKind, Attributes, Status) {
+    match x {
+        Exchange::Http(x) => http_span(conn, x),
+    }
+}
+
+/// An HTTP exchange's span.
+pub fn http_span(conn: &ConnMeta, x: &http1::Exchange) -> (String, SpanKind, Attributes, Status) {
     let mut a = Attributes::default();
     let scheme = if conn.tls { "https" } else { "http" };
     let (method, known) = normalize_method(&x.request.method);
@@ -184,8 +191,8 @@ mod tests {
         },
     };
 
-    fn exchange(method: &str, target: &str, status: u16, headers: &[(&str, &str)]) -> Exchange {
-        Exchange {
+    fn exchange(method: &str, target: &str, status: u16, headers: &[(&str, &str)]) -> http1::Exchange {
+        http1::Exchange {
             seq: 0,
             request: RequestHead {
                 method: method.into(),

@@ -31,7 +31,7 @@ use rand::RngCore as _;
 use crate::{
     clock::Clock,
     conn::{ConnMeta, Record, RequestKey},
-    protocol::{Role, http1::RequestHead},
+    protocol::{Request, Role},
     span::{Span, SpanId, TraceId},
 };
 
@@ -176,8 +176,8 @@ impl Stitcher {
             },
             // A server's last write begins before its client's read ends.
             Record::Done { conn, exchange, .. } => match conn.role {
-                Role::Client => exchange.response_end.exit_ns,
-                Role::Server => exchange.response_end.enter_ns,
+                Role::Client => exchange.response_end().exit_ns,
+                Role::Server => exchange.response_end().enter_ns,
             },
             // Carries no time; it follows its start, which arrived earlier.
             Record::Abandoned { .. } => 0,
@@ -225,9 +225,9 @@ impl Stitcher {
                 key,
                 conn,
                 tid,
-                head,
+                request,
                 timing: _,
-            } => self.start(key, &conn, tid, &head),
+            } => self.start(key, &conn, tid, &request),
             Record::Done {
                 key,
                 conn,
@@ -236,16 +236,11 @@ impl Stitcher {
                 let Some(inflight) = self.forget(key) else {
                     return;
                 };
-                let (name, kind, attributes, status) = attrs::http_span(&conn, &exchange);
+                let (name, kind, attributes, status) = attrs::span_for(&conn, &exchange);
+                let (first, last) = (exchange.request_start(), exchange.response_end());
                 let (start, end) = match conn.role {
-                    Role::Server => (
-                        exchange.request_start.exit_ns,
-                        exchange.response_end.exit_ns,
-                    ),
-                    Role::Client => (
-                        exchange.request_start.enter_ns,
-                        exchange.response_end.exit_ns.max(inflight.child_end),
-                    ),
+                    Role::Server => (first.exit_ns, last.exit_ns),
+                    Role::Client => (first.enter_ns, last.exit_ns.max(inflight.child_end)),
                 };
                 if let Some(client) = inflight.linked_client
                     && let Some(c) = self.inflight.get_mut(&client)
@@ -273,9 +268,9 @@ impl Stitcher {
         }
     }
 
-    fn start(&mut self, key: RequestKey, conn: &Arc<ConnMeta>, tid: u32, head: &RequestHead) {
-        let incoming = head.header("traceparent").and_then(traceparent::parse);
-        let trace_state = head.header("tracestate").unwrap_or_default().to_string();
+    fn start(&mut self, key: RequestKey, conn: &Arc<ConnMeta>, tid: u32, request: &Request) {
+        let incoming = request.carrier("traceparent").and_then(traceparent::parse);
+        let trace_state = request.carrier("tracestate").unwrap_or_default().to_string();
         let thread = (conn.pid, tid);
         let pair = pair(conn);
         let mut linked_client = None;

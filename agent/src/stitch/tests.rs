@@ -4,8 +4,8 @@ use super::*;
 use crate::{
     discover::{process::ProcessTable, sockets::Endpoints},
     protocol::{
-        Timing,
-        http1::{Exchange, ResponseHead},
+        Exchange, Request, Timing,
+        http1::{self, RequestHead, ResponseHead},
     },
     span::SpanKind,
 };
@@ -54,7 +54,7 @@ impl World {
             },
             conn: conn.clone(),
             tid,
-            head: head(headers),
+            request: Request::Http(head(headers)),
             timing,
         });
     }
@@ -66,7 +66,7 @@ impl World {
                 seq: 0,
             },
             conn: conn.clone(),
-            exchange: Exchange {
+            exchange: Exchange::Http(http1::Exchange {
                 seq: 0,
                 request: head(&[]),
                 response: ResponseHead {
@@ -81,7 +81,7 @@ impl World {
                 request_body_len: 0,
                 response_body_len: 0,
                 end_inferred: false,
-            },
+            }),
         });
     }
 
