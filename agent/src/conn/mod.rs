@@ -56,6 +56,8 @@ pub enum Record {
     },
     /// The request will get no response.
     Abandoned { key: RequestKey },
+    /// A process exited: its pid may be reused.
+    ProcessGone { pid: u32 },
 }
 
 /// What is known of a connection's protocol.
@@ -149,6 +151,7 @@ impl ConnTracker {
             Event::Exit { pid } => {
                 self.procs.forget(pid);
                 self.preexisting.retain(|(p, _), _| *p != pid);
+                out.push(Record::ProcessGone { pid });
             }
         }
         self.counters.connections_open.store(

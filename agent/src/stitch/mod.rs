@@ -4,10 +4,20 @@
 //! 1. the same-host client span on the other end of its connection (the
 //!    4-tuple matches, the client request started first) — so a chain of
 //!    services on one node is one trace even when nothing sends a header;
-//! 2. a valid W3C `traceparent` it carries;
+//! 2. a valid context header it carries (W3C `traceparent`, else B3);
 //! 3. for client requests, the server request its thread is serving
 //!    (thread-per-request servers: gunicorn sync workers, Java);
 //! 4. otherwise it starts a new trace.
+//!
+//! **Mixed mode.** A process whose outgoing requests already carry a context
+//! header that seam did not write propagates context itself (an OpenTelemetry
+//! SDK): its instrumentation owns those hops. For such a request seam makes no
+//! client span (the SDK made one: the header's parent id), and the server on
+//! the other end takes the header as its parent. A server request of that
+//! process gets no seam span either when the process is known to instrument
+//! itself and seam exported no child of it — so nothing is duplicated and no
+//! exported span points at a suppressed one. A header that merely repeats the
+//! one the served request came with (a proxy forwarding it) does not count.
 //!
 //! Records arrive from the connection stage in ring-buffer order, which can
 //! differ from causal order by a few microseconds across CPUs (a server may
@@ -17,11 +27,13 @@
 //! returns; a server response ends after its last `write` is entered, a
 //! client's when its last `read` returns.
 pub mod attrs;
+pub mod b3;
+pub mod propagation;
 pub mod traceparent;
 
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, HashMap, VecDeque},
+    collections::{BinaryHeap, HashMap, HashSet, VecDeque},
     net::SocketAddr,
     sync::Arc,
 };
@@ -77,6 +89,15 @@ struct Inflight {
     /// can return a few microseconds after the client's `read` got the bytes;
     /// the client span is stretched so that it still contains its child.
     child_end: u64,
+    /// Client: the request carried a context header seam did not write; the
+    /// process's own instrumentation owns this hop, seam makes no span.
+    foreign: bool,
+    /// Client: the server request its thread was serving.
+    serving: Option<RequestKey>,
+    /// Server: children seam exports (they point at this span).
+    exported_children: u32,
+    /// Server: children owned by the process's own instrumentation.
+    foreign_children: u32,
 }
 
 /// A record waiting in the reorder buffer, ordered by `ts` then arrival.
@@ -114,6 +135,8 @@ pub struct Stitcher {
     serving: HashMap<(u32, u32), Vec<RequestKey>>,
     /// In-flight client requests per (client, server) address pair.
     clients: HashMap<(SocketAddr, SocketAddr), VecDeque<RequestKey>>,
+    /// Processes seen propagating context themselves.
+    self_instrumented: HashSet<u32>,
 }
 
 /// The (client, server) addresses of a connection, as both ends name it.
@@ -155,6 +178,7 @@ impl Stitcher {
             inflight: HashMap::new(),
             serving: HashMap::new(),
             clients: HashMap::new(),
+            self_instrumented: HashSet::new(),
         }
     }
 
@@ -179,15 +203,15 @@ impl Stitcher {
                 Role::Client => exchange.response_end().exit_ns,
                 Role::Server => exchange.response_end().enter_ns,
             },
-            // Carries no time; it follows its start, which arrived earlier.
-            Record::Abandoned { .. } => 0,
+            // Carry no time; they follow what arrived before them.
+            Record::Abandoned { .. } | Record::ProcessGone { .. } => 0,
         }
     }
 
     /// Queues a record; call [`Stitcher::release`] to process what is due.
     pub fn push(&mut self, record: Record) {
         let ts = Self::order_ts(&record).max(match record {
-            Record::Abandoned { .. } => self.newest_ts,
+            Record::Abandoned { .. } | Record::ProcessGone { .. } => self.newest_ts,
             _ => 0,
         });
         self.newest_ts = self.newest_ts.max(ts);
@@ -236,7 +260,6 @@ impl Stitcher {
                 let Some(inflight) = self.forget(key) else {
                     return;
                 };
-                let (name, kind, attributes, status) = attrs::span_for(&conn, &exchange);
                 let (first, last) = (exchange.request_start(), exchange.response_end());
                 let (start, end) = match conn.role {
                     Role::Server => (first.exit_ns, last.exit_ns),
@@ -247,6 +270,10 @@ impl Stitcher {
                 {
                     c.child_end = c.child_end.max(end);
                 }
+                if self.suppressed(&conn, &inflight) {
+                    return;
+                }
+                let (name, kind, attributes, status) = attrs::span_for(&conn, &exchange);
                 spans.push(Span {
                     trace_id: inflight.ctx.trace_id,
                     span_id: inflight.ctx.span_id,
@@ -262,6 +289,9 @@ impl Stitcher {
                     resource: conn.process.resource.clone(),
                 });
             }
+            Record::ProcessGone { pid } => {
+                self.self_instrumented.remove(&pid);
+            }
             Record::Abandoned { key } => {
                 self.forget(key);
             }
@@ -269,11 +299,12 @@ impl Stitcher {
     }
 
     fn start(&mut self, key: RequestKey, conn: &Arc<ConnMeta>, tid: u32, request: &Request) {
-        let incoming = request.carrier("traceparent").and_then(traceparent::parse);
-        let trace_state = request.carrier("tracestate").unwrap_or_default().to_string();
+        let carried = propagation::extract(request);
         let thread = (conn.pid, tid);
         let pair = pair(conn);
         let mut linked_client = None;
+        let mut serving = None;
+        let mut foreign = false;
         let parent = match conn.role {
             Role::Server => {
                 let linked = self
@@ -281,32 +312,49 @@ impl Stitcher {
                     .tuple_linking
                     .then(|| pair.and_then(|p| self.take_client(p)))
                     .flatten();
-                match (linked, incoming) {
+                match (linked, carried) {
                     // The same-host client span is the closest parent, as long
-                    // as it belongs to the trace the header names.
-                    (Some((key, client)), tp)
-                        if tp.is_none_or(|tp| tp.trace_id == client.trace_id) =>
+                    // as seam exports it and it belongs to the trace the
+                    // header names.
+                    (Some((key, client, false)), c)
+                        if c.as_ref().is_none_or(|c| c.trace_id == client.trace_id) =>
                     {
                         linked_client = Some(key);
-                        Some((
-                            client.trace_id,
-                            client.span_id,
-                            client.flags,
-                            client.trace_state,
-                        ))
+                        Some((client.trace_id, client.span_id, client.flags, client.trace_state))
                     }
-                    (_, Some(tp)) => Some((tp.trace_id, tp.parent_id, tp.flags, trace_state)),
+                    (_, Some(c)) => Some((c.trace_id, c.parent_id, c.flags, c.trace_state)),
                     (_, None) => None,
                 }
             }
-            Role::Client => match incoming {
-                Some(tp) => Some((tp.trace_id, tp.parent_id, tp.flags, trace_state)),
-                None if self.config.thread_linking => self
-                    .serving_on(thread)
-                    .map(|s| (s.trace_id, s.span_id, s.flags, s.trace_state.clone())),
-                None => None,
-            },
+            Role::Client => {
+                serving = self.config.thread_linking.then(|| self.serving_key(thread)).flatten();
+                // A header copied from the request being served (a proxy
+                // forwarding it) is not the process's own instrumentation.
+                let forwarded = |c: &propagation::Carried| {
+                    serving
+                        .and_then(|k| self.inflight.get(&k))
+                        .is_some_and(|s| s.ctx.parent_span_id == Some(c.parent_id))
+                };
+                let carried = carried.filter(|c| !forwarded(c));
+                match carried {
+                    Some(c) => {
+                        foreign = true;
+                        self.self_instrumented.insert(conn.pid);
+                        Some((c.trace_id, c.parent_id, c.flags, c.trace_state))
+                    }
+                    None => serving
+                        .and_then(|k| self.inflight.get(&k))
+                        .map(|s| (s.ctx.trace_id, s.ctx.span_id, s.ctx.flags, s.ctx.trace_state.clone())),
+                }
+            }
         };
+        if let Some(s) = serving.and_then(|k| self.inflight.get_mut(&k)) {
+            if foreign {
+                s.foreign_children += 1;
+            } else {
+                s.exported_children += 1;
+            }
+        }
         let ctx = match parent {
             Some((trace_id, parent_id, flags, trace_state)) => SpanContext {
                 trace_id,
@@ -340,28 +388,47 @@ impl Stitcher {
                 pair,
                 linked_client,
                 child_end: 0,
+                foreign,
+                serving,
+                exported_children: 0,
+                foreign_children: 0,
             },
         );
     }
 
+    /// Whether seam leaves this hop to the process's own instrumentation.
+    fn suppressed(&self, conn: &ConnMeta, inflight: &Inflight) -> bool {
+        match inflight.role {
+            Role::Client => inflight.foreign,
+            Role::Server => {
+                inflight.exported_children == 0
+                    && (inflight.foreign_children > 0 || self.self_instrumented.contains(&conn.pid))
+            }
+        }
+    }
+
     /// The one server request `thread` is serving; none when it serves
     /// several at once (an event loop), where the thread says nothing.
-    fn serving_on(&self, thread: (u32, u32)) -> Option<&SpanContext> {
+    fn serving_key(&self, thread: (u32, u32)) -> Option<RequestKey> {
         match self.serving.get(&thread).map(Vec::as_slice) {
-            Some([only]) => self.inflight.get(only).map(|i| &i.ctx),
+            Some([only]) => Some(*only),
             _ => None,
         }
     }
 
     /// The oldest in-flight client request on this connection not yet
     /// matched to a server request.
-    fn take_client(&mut self, pair: (SocketAddr, SocketAddr)) -> Option<(RequestKey, SpanContext)> {
+    /// With whether seam suppresses it (a foreign-propagated hop).
+    fn take_client(
+        &mut self,
+        pair: (SocketAddr, SocketAddr),
+    ) -> Option<(RequestKey, SpanContext, bool)> {
         let queue = self.clients.get_mut(&pair)?;
         let key = queue.pop_front()?;
         if queue.is_empty() {
             self.clients.remove(&pair);
         }
-        self.inflight.get(&key).map(|i| (key, i.ctx.clone()))
+        self.inflight.get(&key).map(|i| (key, i.ctx.clone(), i.foreign))
     }
 
     fn forget(&mut self, key: RequestKey) -> Option<Inflight> {

@@ -262,3 +262,92 @@ fn abandoned_requests_free_their_state() {
     assert!(w.st.serving.is_empty());
     assert!(w.spans.is_empty());
 }
+
+/// Mixed mode: order instruments itself (its calls carry a traceparent seam
+/// did not write); inventory is traced by seam only.
+#[test]
+fn foreign_propagation_suppresses_duplicates_without_orphans() {
+    let mut w = World::new();
+    let order_srv = w.conn(10, 1, Role::Server, "127.0.0.1:8000", "127.0.0.1:50000");
+    let order_cli = w.conn(11, 1, Role::Client, "127.0.0.1:50001", "127.0.0.1:8001");
+    let inv_srv = w.conn(12, 2, Role::Server, "127.0.0.1:8001", "127.0.0.1:50001");
+    let sdk = "00-11111111111111111111111111111111-2222222222222222-01";
+    w.start(&order_srv, 11, t(100, 110), &[]);
+    w.start(&order_cli, 11, t(200, 205), &[("traceparent", sdk)]);
+    w.start(&inv_srv, 21, t(150, 210), &[("traceparent", sdk)]);
+    w.done(&inv_srv, t(150, 210), t(300, 310));
+    w.done(&order_cli, t(200, 205), t(320, 330));
+    w.done(&order_srv, t(100, 110), t(400, 410));
+    w.run();
+    // Only inventory's span: order's two are the SDK's to report.
+    assert_eq!(w.spans.len(), 1);
+    let inv = &w.spans[0];
+    assert_eq!(crate::span::hex(&inv.trace_id), "11111111111111111111111111111111");
+    assert_eq!(inv.parent_span_id.map(|p| crate::span::hex(&p)).as_deref(), Some("2222222222222222"));
+    // Later server requests of the self-instrumented process are left to it too.
+    let again = w.conn(13, 1, Role::Server, "127.0.0.1:8000", "127.0.0.1:50002");
+    w.start(&again, 11, t(500, 510), &[]);
+    w.done(&again, t(500, 510), t(600, 610));
+    w.run();
+    assert_eq!(w.spans.len(), 1);
+}
+
+/// A server request with one header-carrying call and one seam-only call
+/// keeps its span, since seam's client span points at it.
+#[test]
+fn server_span_kept_when_seam_exports_a_child() {
+    let mut w = World::new();
+    let srv = w.conn(10, 1, Role::Server, "127.0.0.1:8000", "127.0.0.1:50000");
+    let a = w.conn(11, 1, Role::Client, "127.0.0.1:50001", "10.0.0.1:80");
+    let b = w.conn(12, 1, Role::Client, "127.0.0.1:50002", "10.0.0.2:80");
+    w.start(&srv, 7, t(100, 110), &[]);
+    w.start(&a, 7, t(120, 121), &[("traceparent", "00-11111111111111111111111111111111-2222222222222222-01")]);
+    w.done(&a, t(120, 121), t(130, 131));
+    w.start(&b, 7, t(140, 141), &[]);
+    w.done(&b, t(140, 141), t(150, 151));
+    w.done(&srv, t(100, 110), t(200, 210));
+    w.run();
+    assert_eq!(w.spans.len(), 2);
+    let server = w.span_of(1, SpanKind::Server);
+    let client = w.span_of(1, SpanKind::Client);
+    assert_eq!(client.parent_span_id, Some(server.span_id));
+}
+
+#[test]
+fn b3_headers_set_trace_and_parent() {
+    let mut w = World::new();
+    let srv = w.conn(1, 1, Role::Server, "127.0.0.1:8000", "10.0.0.9:5000");
+    w.start(&srv, 1, t(1, 2), &[("X-B3-TraceId", "463ac35c9f6413ad48485a3953bb6124"), ("X-B3-SpanId", "a2fb4a1d1a96d312"), ("X-B3-Sampled", "1")]);
+    w.done(&srv, t(1, 2), t(5, 6));
+    w.run();
+    let s = &w.spans[0];
+    assert_eq!(crate::span::hex(&s.trace_id), "463ac35c9f6413ad48485a3953bb6124");
+    assert_eq!(s.parent_span_id.map(|p| crate::span::hex(&p)).as_deref(), Some("a2fb4a1d1a96d312"));
+    assert_eq!(s.flags, 1);
+}
+
+/// A proxy that forwards the incoming traceparent unchanged is not
+/// self-instrumented: its spans stay, linked as usual.
+#[test]
+fn forwarded_header_is_not_self_instrumentation() {
+    let mut w = World::new();
+    let tp = "00-11111111111111111111111111111111-2222222222222222-01";
+    let proxy_srv = w.conn(10, 1, Role::Server, "127.0.0.1:8000", "10.0.0.5:50000");
+    let proxy_cli = w.conn(11, 1, Role::Client, "127.0.0.1:50001", "127.0.0.1:8001");
+    let up_srv = w.conn(12, 2, Role::Server, "127.0.0.1:8001", "127.0.0.1:50001");
+    w.start(&proxy_srv, 3, t(100, 110), &[("traceparent", tp)]);
+    w.start(&proxy_cli, 3, t(200, 205), &[("traceparent", tp)]);
+    w.start(&up_srv, 9, t(206, 210), &[("traceparent", tp)]);
+    w.done(&up_srv, t(206, 210), t(300, 310));
+    w.done(&proxy_cli, t(200, 205), t(320, 330));
+    w.done(&proxy_srv, t(100, 110), t(400, 410));
+    w.run();
+    assert_eq!(w.spans.len(), 3);
+    let srv = w.span_of(1, SpanKind::Server).clone();
+    let cli = w.span_of(1, SpanKind::Client).clone();
+    let up = w.span_of(2, SpanKind::Server).clone();
+    assert_eq!(crate::span::hex(&srv.parent_span_id.unwrap()), "2222222222222222");
+    assert_eq!(cli.parent_span_id, Some(srv.span_id));
+    assert_eq!(up.parent_span_id, Some(cli.span_id));
+    assert!(srv.trace_id == cli.trace_id && cli.trace_id == up.trace_id);
+}
