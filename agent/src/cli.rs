@@ -70,10 +70,30 @@ pub struct RunArgs {
     #[arg(long, help_heading = "Export")]
     pub console: bool,
 
+    /// Console output: `waterfall` (each finished trace as a tree with time
+    /// bars and its gaps) or `lines` (one line per span as it finishes).
+    #[arg(long, value_name = "FORMAT", default_value = "waterfall", value_parser = ["waterfall", "lines"], help_heading = "Export")]
+    pub console_format: String,
+
     /// Do not link same-host client and server spans by their connection's
     /// addresses (only headers and threads link spans then).
     #[arg(long, help_heading = "Tracing")]
     pub no_tuple_linking: bool,
+
+    /// Shortest file I/O or off-CPU wait of a serving thread that explains a
+    /// server span's gaps; file I/O this long also becomes its own span.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 1.0,
+        help_heading = "Tracing"
+    )]
+    pub gap_threshold_ms: f64,
+
+    /// Do not watch file I/O and off-CPU time of serving threads (no
+    /// `seam.gap.*` attributes, no file I/O spans, no sched_switch probe cost).
+    #[arg(long, help_heading = "Tracing")]
+    pub no_gaps: bool,
 
     /// Size of the kernel ring buffer, in MiB (a power of two).
     #[arg(

@@ -4,7 +4,7 @@ use crate::{
     capture::Selection,
     cli::RunArgs,
     export::{
-        Output,
+        ConsoleFormat, Output,
         env::{self, BatchSettings, Protocol},
     },
     stitch::StitchConfig,
@@ -16,6 +16,7 @@ pub struct AgentConfig {
     pub output: Output,
     /// Print spans to the console as well as exporting them.
     pub console_too: bool,
+    pub console_format: ConsoleFormat,
     pub batch: BatchSettings,
     pub stitch: StitchConfig,
     pub ring_buffer_bytes: u32,
@@ -51,8 +52,15 @@ impl AgentConfig {
             .map_err(ConfigError)?
         {
             Some(settings) => Output::Otlp(settings),
-            None => Output::Console,
+            None => Output::Console(console_format(&args.console_format)?),
         };
+        if !(args.gap_threshold_ms.is_finite() && args.gap_threshold_ms >= 0.0) {
+            return Err(ConfigError(format!(
+                "--gap-threshold-ms {}: must be a number of milliseconds >= 0",
+                args.gap_threshold_ms
+            )));
+        }
+        let gap_threshold_ns = (!args.no_gaps).then_some((args.gap_threshold_ms * 1e6) as u64);
         let mib = args.ring_buffer_mib;
         if !mib.is_power_of_two() || mib > 1024 {
             return Err(ConfigError(format!(
@@ -62,14 +70,26 @@ impl AgentConfig {
         Ok(Self {
             selection,
             console_too: args.console && matches!(output, Output::Otlp(_)),
+            console_format: console_format(&args.console_format)?,
             output,
             batch: env::batch_settings(get_env).map_err(ConfigError)?,
             stitch: StitchConfig {
                 tuple_linking: !args.no_tuple_linking,
+                gap_threshold_ns,
                 ..StitchConfig::default()
             },
             ring_buffer_bytes: mib * 1024 * 1024,
         })
+    }
+}
+
+fn console_format(name: &str) -> Result<ConsoleFormat, ConfigError> {
+    match name {
+        "waterfall" | "" => Ok(ConsoleFormat::Waterfall),
+        "lines" => Ok(ConsoleFormat::Lines),
+        other => Err(ConfigError(format!(
+            "--console-format {other}: allowed values are waterfall, lines"
+        ))),
     }
 }
 
@@ -88,7 +108,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.selection, Selection::All);
-        assert!(matches!(c.output, Output::Console));
+        assert!(matches!(
+            c.output,
+            Output::Console(ConsoleFormat::Waterfall)
+        ));
         assert_eq!(c.ring_buffer_bytes, 16 << 20);
         assert!(c.stitch.tuple_linking);
     }

@@ -32,7 +32,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
     let mut probes = Probes::load(config.ring_buffer_bytes)?;
     let selection = resolve_selection(&config.selection, proc_root);
-    let mut selector = probes.start(&selection, agent_pid)?;
+    let mut selector = probes.start(&selection, agent_pid, config.stitch.gap_threshold_ns)?;
     // After attaching, so that every connection is either in this scan or
     // seen by the probes from its handshake.
     let scan = sockets::scan(proc_root, agent_pid);
@@ -133,7 +133,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     ));
     let console_task = tokio::spawn(export::run(
         console_rx,
-        Output::Console,
+        Output::Console(config.console_format),
         config.batch.clone(),
         Arc::new(Counters::default()),
         Duration::ZERO,
@@ -252,7 +252,7 @@ fn describe_start(config: &AgentConfig, selector: &capture::Selector, preexistin
         }
     };
     let to = match &config.output {
-        Output::Console => "the console".to_string(),
+        Output::Console(_) => "the console".to_string(),
         Output::Otlp(s) => format!("{} ({})", s.url, s.protocol.as_str()),
     };
     tracing::info!(

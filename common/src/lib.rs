@@ -21,6 +21,10 @@ pub mod kind {
     pub const CLOSE: u32 = 2;
     /// A [`ProcEvent`](super::ProcEvent).
     pub const PROC: u32 = 3;
+    /// An [`IoEvent`](super::IoEvent).
+    pub const IO: u32 = 4;
+    /// A [`PathEvent`](super::PathEvent).
+    pub const PATH: u32 = 5;
 }
 
 /// Bits of [`DataHeader::flags`].
@@ -56,11 +60,14 @@ pub enum Probe {
     Process = 10,
     SslRead = 11,
     SslWrite = 12,
+    FileIo = 13,
+    SchedSwitch = 14,
+    Open = 15,
 }
 
 impl Probe {
     /// Number of probes, the length of the statistics map.
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 16;
     /// All probes, in id order.
     pub const ALL: [Probe; Self::COUNT as usize] = [
         Probe::Read,
@@ -76,6 +83,9 @@ impl Probe {
         Probe::Process,
         Probe::SslRead,
         Probe::SslWrite,
+        Probe::FileIo,
+        Probe::SchedSwitch,
+        Probe::Open,
     ];
 
     /// Stable lower-case name, used in metrics and logs.
@@ -94,6 +104,9 @@ impl Probe {
             Probe::Process => "process",
             Probe::SslRead => "ssl_read",
             Probe::SslWrite => "ssl_write",
+            Probe::FileIo => "file_io",
+            Probe::SchedSwitch => "sched_switch",
+            Probe::Open => "open",
         }
     }
 
@@ -178,6 +191,54 @@ pub struct ProcEvent {
     pub comm: [u8; COMM_LEN],
 }
 
+/// What an [`IoEvent`] timed.
+pub mod io_op {
+    pub const READ: u32 = 1;
+    pub const WRITE: u32 = 2;
+    pub const FSYNC: u32 = 3;
+    /// The thread slept (blocked) off the CPU.
+    pub const OFF_CPU: u32 = 4;
+    /// The thread was runnable but waited for a CPU (preempted).
+    pub const RUNQUEUE: u32 = 5;
+}
+
+/// A slow blocking operation of a thread that is serving a request: file
+/// I/O (not sockets) or time off the CPU, above `Config::io_threshold_ns`.
+/// Explains the time inside a server span that no child span covers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoEvent {
+    pub kind: u32,
+    /// One of [`io_op`].
+    pub op: u32,
+    pub ts_start_ns: u64,
+    pub ts_end_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    /// The file's descriptor (-1 for off-CPU time).
+    pub fd: i32,
+    pub _pad: u32,
+    /// Bytes read or written (0 for the others).
+    pub bytes: u64,
+}
+
+/// Bytes of a path kept by a [`PathEvent`].
+pub const PATH_LEN: usize = 256;
+
+/// A serving thread opened a file: names the fd of later [`IoEvent`]s even
+/// when the file is closed before the agent could look it up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathEvent {
+    pub kind: u32,
+    pub fd: i32,
+    pub pid: u32,
+    /// Bytes of `path` used, including the terminating NUL.
+    pub len: u32,
+    /// As passed to `openat` (may be relative to the working directory).
+    pub path: [u8; PATH_LEN],
+}
+
 /// Which processes the probes report on.
 pub mod mode {
     /// Nothing is traced.
@@ -199,7 +260,10 @@ pub struct Config {
     pub agent_tgid: u32,
     /// Offset of `child_pid` in this kernel's `sched_process_fork` record.
     pub fork_child_pid_offset: u32,
-    pub _pad: u32,
+    /// Non-zero: report slow file I/O and off-CPU time of serving threads.
+    pub gaps: u32,
+    /// Shortest file I/O or off-CPU wait reported as an [`IoEvent`].
+    pub io_threshold_ns: u64,
 }
 
 /// Length of the statistics map: one slot per probe and counter.
@@ -335,13 +399,49 @@ mod tests {
     }
 
     #[test]
+    fn io_event_layout_and_round_trip() {
+        assert_eq!(offset_of!(IoEvent, ts_start_ns), 8);
+        assert_eq!(offset_of!(IoEvent, pid), 24);
+        assert_eq!(offset_of!(IoEvent, bytes), 40);
+        assert_eq!(size_of::<IoEvent>(), 48);
+        round_trip(IoEvent {
+            kind: kind::IO,
+            op: io_op::WRITE,
+            ts_start_ns: 10,
+            ts_end_ns: 400_000_010,
+            pid: 5,
+            tid: 6,
+            fd: 3,
+            _pad: 0,
+            bytes: 42,
+        });
+    }
+
+    #[test]
+    fn path_event_layout_and_round_trip() {
+        assert_eq!(offset_of!(PathEvent, path), 16);
+        assert_eq!(size_of::<PathEvent>(), 16 + PATH_LEN);
+        let mut path = [0u8; PATH_LEN];
+        path[..9].copy_from_slice(b"/var/log\0");
+        round_trip(PathEvent {
+            kind: kind::PATH,
+            fd: 9,
+            pid: 3,
+            len: 9,
+            path,
+        });
+    }
+
+    #[test]
     fn config_layout_and_round_trip() {
-        assert_eq!(size_of::<Config>(), 16);
+        assert_eq!(size_of::<Config>(), 24);
+        assert_eq!(offset_of!(Config, io_threshold_ns), 16);
         round_trip(Config {
             mode: mode::ALLOWLIST,
             agent_tgid: 77,
             fork_child_pid_offset: 20,
-            _pad: 0,
+            gaps: 1,
+            io_threshold_ns: 1_000_000,
         });
     }
 

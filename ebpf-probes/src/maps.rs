@@ -52,6 +52,33 @@ pub struct Active {
     pub egress: u32,
 }
 
+/// A thread that read a request on a server socket and has not answered it
+/// yet: its slow file I/O and off-CPU time explain the server span's gaps.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Serving {
+    /// The server connection the request came on.
+    pub sock: u64,
+    pub since: u64,
+}
+
+/// Serving threads, keyed by pid_tgid.
+#[map]
+pub static SERVING: LruHashMap<u64, Serving> = LruHashMap::with_max_entries(16384, 0);
+
+/// A serving thread that left the CPU, keyed by tid.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OffCpu {
+    pub since: u64,
+    pub pid_tgid: u64,
+    pub blocked: u32,
+    pub _pad: u32,
+}
+
+#[map]
+pub static OFF_CPU: LruHashMap<u32, OffCpu> = LruHashMap::with_max_entries(16384, 0);
+
 #[map]
 pub static ACTIVE: LruHashMap<u64, Active> = LruHashMap::with_max_entries(32768, 0);
 
@@ -83,3 +110,7 @@ pub struct Scratch {
 
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// `openat` filename pointers of serving threads between enter and exit.
+#[map]
+pub static OPENING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);

@@ -13,6 +13,7 @@ use crate::{
     ctx::{syscall_arg, syscall_ret},
     emit::{copy_user, output_data},
     filter::is_traced,
+    gaps,
     maps::{ACTIVE, Active, SCRATCH, SOCK_SEEN, SOCK_TLS, SOCKS, SockInfo},
 };
 
@@ -22,7 +23,7 @@ const MSG_PEEK: u64 = 2;
 const MAX_IOV: u64 = 8;
 
 #[inline(always)]
-fn begin(probe: Probe, fd: u64, buf: u64, iovcnt: u64, vectored: bool, egress: bool) -> u32 {
+pub fn begin(probe: Probe, fd: u64, buf: u64, iovcnt: u64, vectored: bool, egress: bool) -> u32 {
     if !is_traced() {
         return 0;
     }
@@ -52,7 +53,7 @@ fn msghdr_iov(msg: u64) -> Option<(u64, u64)> {
 }
 
 #[inline(always)]
-fn finish(ctx: &TracePointContext) -> u32 {
+pub fn finish(ctx: &TracePointContext) -> u32 {
     let _ = try_finish(ctx);
     0
 }
@@ -63,7 +64,14 @@ fn try_finish(ctx: &TracePointContext) -> Result<u32, u32> {
     let active = unsafe { *ACTIVE.get(&id).ok_or(0u32)? };
     let _ = ACTIVE.remove(&id);
     let ret = syscall_ret(ctx);
-    if active.sock == 0 || ret <= 0 {
+    if active.sock == 0 {
+        // Not a TCP transfer: perhaps slow file I/O of a serving thread.
+        if ret >= 0 {
+            gaps::file_io(id, &active, ret as u64);
+        }
+        return Ok(0);
+    }
+    if ret <= 0 {
         return Ok(0);
     }
     let probe = Probe::from_id(active.probe).ok_or(0u32)?;
@@ -147,6 +155,7 @@ fn try_finish(ctx: &TracePointContext) -> Result<u32, u32> {
             }
         }
     }
+    gaps::track_serving(id, &active, sock_flags, scratch, filled);
     output_data(probe, scratch, filled);
     Ok(0)
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: everything that needs root, mounts, packages or
 //! toolchains lives here, not in the agent.
 mod cmd;
+mod demo;
 mod setup;
 mod tasks;
 
@@ -37,6 +38,13 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// The checkout example of the tracing guides under seam: five services,
+    /// a slow log write, a slow notification; prints each order's waterfall.
+    Demo {
+        /// Orders to place.
+        #[arg(long, default_value_t = 3)]
+        requests: u32,
+    },
     /// Run every test: unit tests and end-to-end tests with real probes.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -51,5 +59,6 @@ fn main() -> anyhow::Result<()> {
         Task::Build { release } => tasks::build(release).map(|_| ()),
         Task::Run { debug, args } => tasks::run(!debug, &args),
         Task::Test { args } => tasks::test(&args),
+        Task::Demo { requests } => demo::run(requests),
     }
 }

@@ -16,6 +16,7 @@ const APT: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("ip", "iproute2"),
     ("bpftool", "bpftool"),
+    ("fusermount", "fuse"),
 ];
 
 /// Python packages the test services use, by import name.
@@ -23,6 +24,7 @@ const PIP: &[(&str, &str)] = &[
     ("flask", "flask"),
     ("gunicorn", "gunicorn"),
     ("requests", "requests"),
+    ("fuse", "fusepy"),
 ];
 
 /// The pinned probe toolchain, from probe-toolchain.toml.

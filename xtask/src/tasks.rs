@@ -48,7 +48,7 @@ pub fn mount_kernel_fs() -> anyhow::Result<()> {
 }
 
 /// Re-runs this task under sudo when not root.
-fn become_root() -> anyhow::Result<()> {
+pub fn become_root() -> anyhow::Result<()> {
     if is_root() {
         return Ok(());
     }

@@ -3,7 +3,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{Bytes, BytesMut};
 use seam_common::{
-    COMM_LEN, CloseEvent, DataHeader, Probe, ProcEvent, Tuple, flag, kind, proc_op, read_record,
+    COMM_LEN, CloseEvent, DataHeader, IoEvent, PATH_LEN, PathEvent, Probe, ProcEvent, Tuple, flag,
+    io_op, kind, proc_op, read_record,
 };
 
 use crate::{
@@ -48,12 +49,48 @@ pub struct CloseInfo {
     pub sent_fin: bool,
 }
 
+/// What a serving thread waited on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoKind {
+    FileRead,
+    FileWrite,
+    FileSync,
+    /// Blocked off the CPU.
+    OffCpu,
+    /// Runnable, waiting for a CPU.
+    RunQueue,
+}
+
+/// A slow wait of a serving thread (see `seam_common::IoEvent`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoInfo {
+    pub kind: IoKind,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub bytes: u64,
+}
+
 #[derive(Clone, Debug)]
 pub enum Event {
     Data(DataEvent),
     Close(CloseInfo),
-    Exec { pid: u32, comm: String },
-    Exit { pid: u32 },
+    Exec {
+        pid: u32,
+        comm: String,
+    },
+    Exit {
+        pid: u32,
+    },
+    Io(IoInfo),
+    /// A serving thread opened `path` as `fd`.
+    Opened {
+        pid: u32,
+        fd: i32,
+        path: String,
+    },
 }
 
 fn endpoints(t: &Tuple) -> Option<Endpoints> {
@@ -149,6 +186,37 @@ pub fn decode(record: &[u8], arena: &mut BytesMut) -> Option<Event> {
                 proc_op::EXIT => Some(Event::Exit { pid: p.pid }),
                 _ => None,
             }
+        }
+        kind::IO => {
+            let e: IoEvent = read_record(record)?;
+            let kind = match e.op {
+                io_op::READ => IoKind::FileRead,
+                io_op::WRITE => IoKind::FileWrite,
+                io_op::FSYNC => IoKind::FileSync,
+                io_op::OFF_CPU => IoKind::OffCpu,
+                io_op::RUNQUEUE => IoKind::RunQueue,
+                _ => return None,
+            };
+            Some(Event::Io(IoInfo {
+                kind,
+                pid: e.pid,
+                tid: e.tid,
+                fd: e.fd,
+                start_ns: e.ts_start_ns,
+                end_ns: e.ts_end_ns,
+                bytes: e.bytes,
+            }))
+        }
+        kind::PATH => {
+            let e: PathEvent = read_record(record)?;
+            let used = (e.len as usize).min(PATH_LEN);
+            let bytes = &e.path[..used];
+            let end = bytes.iter().position(|b| *b == 0).unwrap_or(used);
+            Some(Event::Opened {
+                pid: e.pid,
+                fd: e.fd,
+                path: String::from_utf8_lossy(&bytes[..end]).into_owned(),
+            })
         }
         _ => None,
     }
@@ -268,6 +336,26 @@ mod tests {
         };
         match decode(record_bytes(&p), &mut BytesMut::new()) {
             Some(Event::Exec { pid: 77, comm }) => assert_eq!(comm, "curl"),
+            other => panic!("{other:?}"),
+        }
+        let io = IoEvent {
+            kind: kind::IO,
+            op: io_op::WRITE,
+            ts_start_ns: 1,
+            ts_end_ns: 400_000_001,
+            pid: 3,
+            tid: 4,
+            fd: 7,
+            _pad: 0,
+            bytes: 12,
+        };
+        match decode(record_bytes(&io), &mut BytesMut::new()) {
+            Some(Event::Io(i)) => {
+                assert_eq!(
+                    (i.kind, i.fd, i.bytes, i.end_ns - i.start_ns),
+                    (IoKind::FileWrite, 7, 12, 400_000_000)
+                );
+            }
             other => panic!("{other:?}"),
         }
         assert!(decode(&[9, 0, 0, 0], &mut BytesMut::new()).is_none());

@@ -5,5 +5,5 @@ pub mod probes;
 pub mod reader;
 pub mod tracefs;
 
-pub use decode::{CloseInfo, DataEvent, Event};
+pub use decode::{CloseInfo, DataEvent, Event, IoInfo, IoKind};
 pub use probes::{CaptureError, ProbeStats, Probes, Selection, Selector};

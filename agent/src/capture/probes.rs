@@ -33,6 +33,17 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
     ("enter_sendfile", "syscalls", "sys_enter_sendfile64"),
     ("exit_sendfile", "syscalls", "sys_exit_sendfile64"),
+    ("enter_fsync", "syscalls", "sys_enter_fsync"),
+    ("exit_fsync", "syscalls", "sys_exit_fsync"),
+    ("enter_fdatasync", "syscalls", "sys_enter_fdatasync"),
+    ("exit_fdatasync", "syscalls", "sys_exit_fdatasync"),
+    ("enter_pread", "syscalls", "sys_enter_pread64"),
+    ("exit_pread", "syscalls", "sys_exit_pread64"),
+    ("enter_pwrite", "syscalls", "sys_enter_pwrite64"),
+    ("exit_pwrite", "syscalls", "sys_exit_pwrite64"),
+    ("sched_switch", "sched", "sched_switch"),
+    ("enter_openat", "syscalls", "sys_enter_openat"),
+    ("exit_openat", "syscalls", "sys_exit_openat"),
     ("sock_send_length", "sock", "sock_send_length"),
     ("sock_recv_length", "sock", "sock_recv_length"),
     ("inet_sock_set_state", "sock", "inet_sock_set_state"),
@@ -214,10 +225,13 @@ impl Probes {
 
     /// Writes the filter, then attaches every program. Returns the selector
     /// for later changes.
+    /// `gap_threshold_ns`: report file I/O and off-CPU waits of serving
+    /// threads at least this long (`None`: do not watch them).
     pub fn start(
         &mut self,
         selection: &Selection,
         agent_tgid: u32,
+        gap_threshold_ns: Option<u64>,
     ) -> Result<Selector, CaptureError> {
         let mut selector = Selector {
             pids: HashMap::try_from(self.take("TRACED_PIDS")?).map_err(map_err("TRACED_PIDS"))?,
@@ -251,7 +265,8 @@ impl Probes {
                     mode: probe_mode,
                     agent_tgid,
                     fork_child_pid_offset: fork_offset,
-                    _pad: 0,
+                    gaps: u32::from(gap_threshold_ns.is_some()),
+                    io_threshold_ns: gap_threshold_ns.unwrap_or(u64::MAX),
                 },
                 0,
             )

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use crate::{
-    capture::{CloseInfo, DataEvent, Event, Selector},
+    capture::{CloseInfo, DataEvent, Event, IoInfo, IoKind, Selector},
     discover::{
         self,
         process::{ProcessInfo, ProcessTable},
@@ -58,6 +58,8 @@ pub enum Record {
     Abandoned { key: RequestKey },
     /// A process exited: its pid may be reused.
     ProcessGone { pid: u32 },
+    /// A slow wait of a thread; `path` names the file for file I/O.
+    Io { io: IoInfo, path: Option<String> },
 }
 
 /// What is known of a connection's protocol.
@@ -110,7 +112,13 @@ pub struct ConnTracker {
     selector: Option<Selector>,
     counters: Arc<Counters>,
     scratch: Vec<ProtoEvent>,
+    /// Files serving threads opened, by (pid, fd): names slow I/O on files
+    /// closed before /proc could be asked.
+    opened: HashMap<(u32, i32), String>,
 }
+
+/// Remembered file names; the table is cleared when it grows past this.
+const MAX_OPENED: usize = 4096;
 
 impl ConnTracker {
     pub fn new(
@@ -127,6 +135,7 @@ impl ConnTracker {
             selector,
             counters,
             scratch: Vec::new(),
+            opened: HashMap::new(),
         }
     }
 
@@ -148,8 +157,26 @@ impl ConnTracker {
                 self.procs.forget(pid);
                 self.match_exe(pid, &comm);
             }
+            Event::Io(io) => self.on_io(io, out),
+            Event::Opened { pid, fd, path } => {
+                if self.opened.len() >= MAX_OPENED {
+                    self.opened.clear();
+                }
+                let path = if path.starts_with('/') {
+                    path
+                } else {
+                    // Relative to the working directory, read now.
+                    let cwd = self.config.proc_root.join(pid.to_string()).join("cwd");
+                    match std::fs::read_link(cwd) {
+                        Ok(dir) => dir.join(&path).to_string_lossy().into_owned(),
+                        Err(_) => path,
+                    }
+                };
+                self.opened.insert((pid, fd), path);
+            }
             Event::Exit { pid } => {
                 self.procs.forget(pid);
+                self.opened.retain(|(p, _), _| *p != pid);
                 self.preexisting.retain(|(p, _), _| *p != pid);
                 out.push(Record::ProcessGone { pid });
             }
@@ -221,11 +248,20 @@ impl ConnTracker {
         let Proto::Parsed(parser) = &mut conn.proto else {
             return;
         };
-        parser.feed(ev.direction, &ev.payload, ev.len, ev.timing, &mut self.scratch);
+        parser.feed(
+            ev.direction,
+            &ev.payload,
+            ev.len,
+            ev.timing,
+            &mut self.scratch,
+        );
         let errors: ParseErrors = parser.errors();
         let (d0, o0) = conn.reported_errors;
         metrics::add(&self.counters.stream_desyncs, errors.desyncs - d0);
-        metrics::add(&self.counters.orphan_responses, errors.orphan_responses - o0);
+        metrics::add(
+            &self.counters.orphan_responses,
+            errors.orphan_responses - o0,
+        );
         conn.reported_errors = (errors.desyncs, errors.orphan_responses);
         let Some(requests_dir) = parser.requests_direction() else {
             return;
@@ -290,6 +326,38 @@ impl ConnTracker {
                 }
             }
         }
+    }
+
+    fn on_io(&mut self, io: IoInfo, out: &mut Vec<Record>) {
+        let path = match io.kind {
+            IoKind::OffCpu | IoKind::RunQueue => None,
+            IoKind::FileRead | IoKind::FileWrite | IoKind::FileSync => {
+                if let Some(path) = self.opened.get(&(io.pid, io.fd)) {
+                    out.push(Record::Io {
+                        io,
+                        path: Some(path.clone()),
+                    });
+                    return;
+                }
+                let link = self
+                    .config
+                    .proc_root
+                    .join(io.pid.to_string())
+                    .join("fd")
+                    .join(io.fd.to_string());
+                match std::fs::read_link(link) {
+                    // Files, FIFOs and devices with a path; not pipes,
+                    // sockets, eventfds or terminals.
+                    Ok(p) if p.is_absolute() && !p.starts_with("/dev/pts") => {
+                        Some(p.to_string_lossy().into_owned())
+                    }
+                    Ok(_) => return,
+                    // Closed already: still a wait on a file.
+                    Err(_) => Some(format!("fd {}", io.fd)),
+                }
+            }
+        };
+        out.push(Record::Io { io, path });
     }
 
     fn on_close(&mut self, close: CloseInfo, out: &mut Vec<Record>) {

@@ -22,10 +22,19 @@ use crate::{
 use env::{BatchSettings, OtlpSettings};
 use otlp::{Delivered, ExportError, OtlpClient};
 
+/// How spans look on the console.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsoleFormat {
+    /// Each finished trace as an indented tree with time bars and gaps.
+    Waterfall,
+    /// One line per span as it finishes.
+    Lines,
+}
+
 /// Where spans go.
 #[derive(Clone, Debug)]
 pub enum Output {
-    Console,
+    Console(ConsoleFormat),
     Otlp(OtlpSettings),
 }
 
@@ -44,10 +53,37 @@ pub async fn run(
     drain: Duration,
 ) -> Result<(), String> {
     match output {
-        Output::Console => {
+        Output::Console(ConsoleFormat::Lines) => {
             while let Some(spans) = rx.recv().await {
-                console::print(&spans);
+                let text: String = spans
+                    .iter()
+                    .map(|s| console::format_span(s) + "\n")
+                    .collect();
+                console::write_out(&text);
                 metrics::add(&counters.spans_exported, spans.len() as u64);
+            }
+            Ok(())
+        }
+        Output::Console(ConsoleFormat::Waterfall) => {
+            let mut waterfall = console::Waterfall::new(console::terminal_width());
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    msg = rx.recv() => match msg {
+                        Some(spans) => {
+                            metrics::add(&counters.spans_exported, spans.len() as u64);
+                            waterfall.add(spans, Instant::now());
+                        }
+                        None => break,
+                    },
+                    _ = tick.tick() => {}
+                }
+                for trace in waterfall.due(Instant::now()) {
+                    console::write_out(&format!("{trace}\n"));
+                }
+            }
+            for trace in waterfall.flush() {
+                console::write_out(&format!("{trace}\n"));
             }
             Ok(())
         }

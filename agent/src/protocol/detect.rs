@@ -43,7 +43,10 @@ mod tests {
         assert_eq!(detect(b"HTTP/1.1 200 OK\r\n"), Detected::Http1);
         assert_eq!(detect(b"PO"), Detected::Http1);
         assert_eq!(detect(&[0x16, 0x03, 0x01, 0x00, 0xa5]), Detected::Tls);
-        assert_eq!(detect(b"\x00\x00\x00\x08\x04\xd2\x16\x2f"), Detected::Unknown);
+        assert_eq!(
+            detect(b"\x00\x00\x00\x08\x04\xd2\x16\x2f"),
+            Detected::Unknown
+        );
         assert_eq!(detect(b""), Detected::Unknown);
     }
 }

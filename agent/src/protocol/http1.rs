@@ -11,7 +11,6 @@ use bytes::BytesMut;
 
 use super::{Direction, Timing};
 
-
 /// Largest head accepted; larger ones are junk or an attack.
 pub const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;

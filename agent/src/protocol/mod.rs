@@ -108,7 +108,14 @@ pub struct ParseErrors {
 /// One protocol's state for one connection.
 pub trait Parser: Send + std::fmt::Debug {
     /// Feeds one transfer: `data` is its captured prefix, `len` its length.
-    fn feed(&mut self, dir: Direction, data: &[u8], len: u64, timing: Timing, out: &mut Vec<ProtoEvent>);
+    fn feed(
+        &mut self,
+        dir: Direction,
+        data: &[u8],
+        len: u64,
+        timing: Timing,
+        out: &mut Vec<ProtoEvent>,
+    );
     /// The connection closed (or this side sent its FIN).
     fn close(&mut self, out: &mut Vec<ProtoEvent>);
     /// Direction that carries requests, once known.
@@ -118,7 +125,14 @@ pub trait Parser: Send + std::fmt::Debug {
 
 /// Adapts the HTTP/1 parser's events.
 impl Parser for http1::Http1Conn {
-    fn feed(&mut self, dir: Direction, data: &[u8], len: u64, timing: Timing, out: &mut Vec<ProtoEvent>) {
+    fn feed(
+        &mut self,
+        dir: Direction,
+        data: &[u8],
+        len: u64,
+        timing: Timing,
+        out: &mut Vec<ProtoEvent>,
+    ) {
         let mut events = Vec::new();
         http1::Http1Conn::feed(self, dir, data, len, timing, &mut events);
         out.extend(events.into_iter().map(from_http1));

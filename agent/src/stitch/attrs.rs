@@ -191,7 +191,12 @@ mod tests {
         },
     };
 
-    fn exchange(method: &str, target: &str, status: u16, headers: &[(&str, &str)]) -> http1::Exchange {
+    fn exchange(
+        method: &str,
+        target: &str,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) -> http1::Exchange {
         http1::Exchange {
             seq: 0,
             request: RequestHead {

@@ -119,8 +119,12 @@ mod tests {
 
     #[test]
     fn single_header_forms() {
-        let B3::Context { trace_id, span_id, sampled } =
-            parse_single("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90").unwrap()
+        let B3::Context {
+            trace_id,
+            span_id,
+            sampled,
+        } = parse_single("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90")
+            .unwrap()
         else {
             panic!("context expected");
         };
@@ -131,7 +135,13 @@ mod tests {
             parse_single("64fe8b2a57d3eff7-e457b5a2e4d86bd1"),
             Some(B3::Context { sampled: None, trace_id, .. }) if hex(&trace_id) == "000000000000000064fe8b2a57d3eff7"
         ));
-        assert!(matches!(parse_single("64fe8b2a57d3eff7-e457b5a2e4d86bd1-d"), Some(B3::Context { sampled: Some(true), .. })));
+        assert!(matches!(
+            parse_single("64fe8b2a57d3eff7-e457b5a2e4d86bd1-d"),
+            Some(B3::Context {
+                sampled: Some(true),
+                ..
+            })
+        ));
         assert_eq!(parse_single("0"), Some(B3::SamplingOnly(false)));
         assert_eq!(parse_single("d"), Some(B3::SamplingOnly(true)));
     }
@@ -158,21 +168,57 @@ mod tests {
     #[test]
     fn multi_header_forms() {
         let h = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| *v)
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| *v)
+            }
         };
         assert!(matches!(
-            parse_multi(h(&[("X-B3-TraceId", "463ac35c9f6413ad"), ("X-B3-SpanId", "a2fb4a1d1a96d312"), ("X-B3-Sampled", "1")])),
-            Some(B3::Context { sampled: Some(true), .. })
+            parse_multi(h(&[
+                ("X-B3-TraceId", "463ac35c9f6413ad"),
+                ("X-B3-SpanId", "a2fb4a1d1a96d312"),
+                ("X-B3-Sampled", "1")
+            ])),
+            Some(B3::Context {
+                sampled: Some(true),
+                ..
+            })
         ));
         assert!(matches!(
-            parse_multi(h(&[("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"), ("x-b3-spanid", "a2fb4a1d1a96d312"), ("x-b3-flags", "1"), ("x-b3-sampled", "0")])),
-            Some(B3::Context { sampled: Some(true), .. })
+            parse_multi(h(&[
+                ("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"),
+                ("x-b3-spanid", "a2fb4a1d1a96d312"),
+                ("x-b3-flags", "1"),
+                ("x-b3-sampled", "0")
+            ])),
+            Some(B3::Context {
+                sampled: Some(true),
+                ..
+            })
         ));
-        assert_eq!(parse_multi(h(&[("X-B3-Sampled", "0")])), Some(B3::SamplingOnly(false)));
-        assert_eq!(parse_multi(h(&[("X-B3-TraceId", "463ac35c9f6413ad")])), None);
-        assert_eq!(parse_multi(h(&[("X-B3-TraceId", "463ac35c9f6413ad"), ("X-B3-SpanId", "a2fb4a1d1a96d3")])), None);
         assert_eq!(
-            parse_multi(h(&[("X-B3-TraceId", "463ac35c9f6413ad"), ("X-B3-SpanId", "a2fb4a1d1a96d312"), ("X-B3-Sampled", "yes")])),
+            parse_multi(h(&[("X-B3-Sampled", "0")])),
+            Some(B3::SamplingOnly(false))
+        );
+        assert_eq!(
+            parse_multi(h(&[("X-B3-TraceId", "463ac35c9f6413ad")])),
+            None
+        );
+        assert_eq!(
+            parse_multi(h(&[
+                ("X-B3-TraceId", "463ac35c9f6413ad"),
+                ("X-B3-SpanId", "a2fb4a1d1a96d3")
+            ])),
+            None
+        );
+        assert_eq!(
+            parse_multi(h(&[
+                ("X-B3-TraceId", "463ac35c9f6413ad"),
+                ("X-B3-SpanId", "a2fb4a1d1a96d312"),
+                ("X-B3-Sampled", "yes")
+            ])),
             None
         );
         assert_eq!(parse_multi(h(&[])), None);

@@ -28,6 +28,7 @@
 //! client's when its last `read` returns.
 pub mod attrs;
 pub mod b3;
+pub mod gaps;
 pub mod propagation;
 pub mod traceparent;
 
@@ -41,10 +42,11 @@ use std::{
 use rand::RngCore as _;
 
 use crate::{
+    capture::{IoInfo, IoKind},
     clock::Clock,
     conn::{ConnMeta, Record, RequestKey},
     protocol::{Request, Role},
-    span::{Span, SpanId, TraceId},
+    span::{Attributes, Span, SpanId, SpanKind, Status, TraceId},
 };
 
 /// How linking behaves.
@@ -56,6 +58,9 @@ pub struct StitchConfig {
     pub thread_linking: bool,
     /// Records are held this long to restore causal order.
     pub reorder_ns: u64,
+    /// Explain server spans' gaps, and make file I/O at least this long its
+    /// own span (`None`: off).
+    pub gap_threshold_ns: Option<u64>,
 }
 
 impl Default for StitchConfig {
@@ -64,6 +69,7 @@ impl Default for StitchConfig {
             tuple_linking: true,
             thread_linking: true,
             reorder_ns: 20_000_000,
+            gap_threshold_ns: Some(1_000_000),
         }
     }
 }
@@ -98,7 +104,14 @@ struct Inflight {
     exported_children: u32,
     /// Server: children owned by the process's own instrumentation.
     foreign_children: u32,
+    /// Server: what its thread did meanwhile (children, waits).
+    activity: gaps::Activity,
+    /// Server: slow file operations, to become INTERNAL child spans.
+    file_ops: Vec<(IoInfo, String)>,
 }
+
+/// Waits and children remembered per server request; more are ignored.
+const MAX_ACTIVITY: usize = 256;
 
 /// A record waiting in the reorder buffer, ordered by `ts` then arrival.
 struct Queued {
@@ -203,6 +216,7 @@ impl Stitcher {
                 Role::Client => exchange.response_end().exit_ns,
                 Role::Server => exchange.response_end().enter_ns,
             },
+            Record::Io { io, .. } => io.start_ns,
             // Carry no time; they follow what arrived before them.
             Record::Abandoned { .. } | Record::ProcessGone { .. } => 0,
         }
@@ -270,10 +284,23 @@ impl Stitcher {
                 {
                     c.child_end = c.child_end.max(end);
                 }
+                if let Some(s) = inflight.serving.and_then(|k| self.inflight.get_mut(&k))
+                    && s.activity.children.len() < MAX_ACTIVITY
+                {
+                    s.activity.children.push((start, end));
+                }
                 if self.suppressed(&conn, &inflight) {
                     return;
                 }
-                let (name, kind, attributes, status) = attrs::span_for(&conn, &exchange);
+                let (name, kind, mut attributes, status) = attrs::span_for(&conn, &exchange);
+                if conn.role == Role::Server && self.config.gap_threshold_ns.is_some() {
+                    gaps::analyze((start, end), &inflight.activity).set_attributes(&mut attributes);
+                }
+                let file_spans: Vec<Span> = inflight
+                    .file_ops
+                    .iter()
+                    .map(|(io, path)| self.file_span(&inflight.ctx, &conn, io, path))
+                    .collect();
                 spans.push(Span {
                     trace_id: inflight.ctx.trace_id,
                     span_id: inflight.ctx.span_id,
@@ -288,7 +315,9 @@ impl Stitcher {
                     status,
                     resource: conn.process.resource.clone(),
                 });
+                spans.extend(file_spans);
             }
+            Record::Io { io, path } => self.on_io(io, path),
             Record::ProcessGone { pid } => {
                 self.self_instrumented.remove(&pid);
             }
@@ -320,14 +349,23 @@ impl Stitcher {
                         if c.as_ref().is_none_or(|c| c.trace_id == client.trace_id) =>
                     {
                         linked_client = Some(key);
-                        Some((client.trace_id, client.span_id, client.flags, client.trace_state))
+                        Some((
+                            client.trace_id,
+                            client.span_id,
+                            client.flags,
+                            client.trace_state,
+                        ))
                     }
                     (_, Some(c)) => Some((c.trace_id, c.parent_id, c.flags, c.trace_state)),
                     (_, None) => None,
                 }
             }
             Role::Client => {
-                serving = self.config.thread_linking.then(|| self.serving_key(thread)).flatten();
+                serving = self
+                    .config
+                    .thread_linking
+                    .then(|| self.serving_key(thread))
+                    .flatten();
                 // A header copied from the request being served (a proxy
                 // forwarding it) is not the process's own instrumentation.
                 let forwarded = |c: &propagation::Carried| {
@@ -342,9 +380,14 @@ impl Stitcher {
                         self.self_instrumented.insert(conn.pid);
                         Some((c.trace_id, c.parent_id, c.flags, c.trace_state))
                     }
-                    None => serving
-                        .and_then(|k| self.inflight.get(&k))
-                        .map(|s| (s.ctx.trace_id, s.ctx.span_id, s.ctx.flags, s.ctx.trace_state.clone())),
+                    None => serving.and_then(|k| self.inflight.get(&k)).map(|s| {
+                        (
+                            s.ctx.trace_id,
+                            s.ctx.span_id,
+                            s.ctx.flags,
+                            s.ctx.trace_state.clone(),
+                        )
+                    }),
                 }
             }
         };
@@ -392,8 +435,70 @@ impl Stitcher {
                 serving,
                 exported_children: 0,
                 foreign_children: 0,
+                activity: gaps::Activity::default(),
+                file_ops: Vec::new(),
             },
         );
+    }
+
+    /// A slow wait of a thread: it belongs to the server request the thread
+    /// is serving, if any.
+    fn on_io(&mut self, io: IoInfo, path: Option<String>) {
+        let Some(threshold) = self.config.gap_threshold_ns else {
+            return;
+        };
+        let Some(key) = self.serving_key((io.pid, io.tid)) else {
+            return;
+        };
+        let Some(server) = self.inflight.get_mut(&key) else {
+            return;
+        };
+        let a = &mut server.activity;
+        let interval = (io.start_ns, io.end_ns);
+        let list = match io.kind {
+            IoKind::FileRead | IoKind::FileWrite | IoKind::FileSync => &mut a.file_io,
+            IoKind::OffCpu => &mut a.off_cpu,
+            IoKind::RunQueue => &mut a.runqueue,
+        };
+        if list.len() < MAX_ACTIVITY {
+            list.push(interval);
+        }
+        if let Some(path) = path
+            && io.end_ns - io.start_ns >= threshold
+            && server.file_ops.len() < MAX_ACTIVITY
+        {
+            server.file_ops.push((io, path));
+        }
+    }
+
+    /// An INTERNAL span for one slow file operation of a server request.
+    fn file_span(&self, parent: &SpanContext, conn: &ConnMeta, io: &IoInfo, path: &str) -> Span {
+        let op = match io.kind {
+            IoKind::FileRead => "read",
+            IoKind::FileWrite => "write",
+            _ => "fsync",
+        };
+        let mut attributes = Attributes::default();
+        attributes.set("file.path", path);
+        attributes.set("seam.io.operation", op);
+        if io.bytes > 0 {
+            attributes.set("seam.io.bytes", io.bytes as i64);
+        }
+        attributes.set("thread.id", io.tid as i64);
+        Span {
+            trace_id: parent.trace_id,
+            span_id: random_span_id(),
+            parent_span_id: Some(parent.span_id),
+            trace_state: parent.trace_state.clone(),
+            flags: parent.flags,
+            name: format!("file {op} {path}"),
+            kind: SpanKind::Internal,
+            start_unix_ns: self.clock.unix_ns(io.start_ns),
+            end_unix_ns: self.clock.unix_ns(io.end_ns),
+            attributes,
+            status: Status::Unset,
+            resource: conn.process.resource.clone(),
+        }
     }
 
     /// Whether seam leaves this hop to the process's own instrumentation.
@@ -428,7 +533,9 @@ impl Stitcher {
         if queue.is_empty() {
             self.clients.remove(&pair);
         }
-        self.inflight.get(&key).map(|i| (key, i.ctx.clone(), i.foreign))
+        self.inflight
+            .get(&key)
+            .map(|i| (key, i.ctx.clone(), i.foreign))
     }
 
     fn forget(&mut self, key: RequestKey) -> Option<Inflight> {

@@ -59,15 +59,24 @@ mod tests {
             method: "GET".into(),
             target: "/".into(),
             version: "1.1",
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         })
     }
 
     #[test]
     fn precedence_and_formats() {
-        let w3c = ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let w3c = (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
         let single = ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0");
-        let multi = [("X-B3-TraceId", "463ac35c9f6413ad"), ("X-B3-SpanId", "a2fb4a1d1a96d312")];
+        let multi = [
+            ("X-B3-TraceId", "463ac35c9f6413ad"),
+            ("X-B3-SpanId", "a2fb4a1d1a96d312"),
+        ];
         let c = extract(&req(&[w3c, single, ("tracestate", "a=1")])).unwrap();
         assert_eq!(hex(&c.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(c.trace_state, "a=1");

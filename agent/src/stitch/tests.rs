@@ -282,8 +282,14 @@ fn foreign_propagation_suppresses_duplicates_without_orphans() {
     // Only inventory's span: order's two are the SDK's to report.
     assert_eq!(w.spans.len(), 1);
     let inv = &w.spans[0];
-    assert_eq!(crate::span::hex(&inv.trace_id), "11111111111111111111111111111111");
-    assert_eq!(inv.parent_span_id.map(|p| crate::span::hex(&p)).as_deref(), Some("2222222222222222"));
+    assert_eq!(
+        crate::span::hex(&inv.trace_id),
+        "11111111111111111111111111111111"
+    );
+    assert_eq!(
+        inv.parent_span_id.map(|p| crate::span::hex(&p)).as_deref(),
+        Some("2222222222222222")
+    );
     // Later server requests of the self-instrumented process are left to it too.
     let again = w.conn(13, 1, Role::Server, "127.0.0.1:8000", "127.0.0.1:50002");
     w.start(&again, 11, t(500, 510), &[]);
@@ -301,7 +307,15 @@ fn server_span_kept_when_seam_exports_a_child() {
     let a = w.conn(11, 1, Role::Client, "127.0.0.1:50001", "10.0.0.1:80");
     let b = w.conn(12, 1, Role::Client, "127.0.0.1:50002", "10.0.0.2:80");
     w.start(&srv, 7, t(100, 110), &[]);
-    w.start(&a, 7, t(120, 121), &[("traceparent", "00-11111111111111111111111111111111-2222222222222222-01")]);
+    w.start(
+        &a,
+        7,
+        t(120, 121),
+        &[(
+            "traceparent",
+            "00-11111111111111111111111111111111-2222222222222222-01",
+        )],
+    );
     w.done(&a, t(120, 121), t(130, 131));
     w.start(&b, 7, t(140, 141), &[]);
     w.done(&b, t(140, 141), t(150, 151));
@@ -317,12 +331,27 @@ fn server_span_kept_when_seam_exports_a_child() {
 fn b3_headers_set_trace_and_parent() {
     let mut w = World::new();
     let srv = w.conn(1, 1, Role::Server, "127.0.0.1:8000", "10.0.0.9:5000");
-    w.start(&srv, 1, t(1, 2), &[("X-B3-TraceId", "463ac35c9f6413ad48485a3953bb6124"), ("X-B3-SpanId", "a2fb4a1d1a96d312"), ("X-B3-Sampled", "1")]);
+    w.start(
+        &srv,
+        1,
+        t(1, 2),
+        &[
+            ("X-B3-TraceId", "463ac35c9f6413ad48485a3953bb6124"),
+            ("X-B3-SpanId", "a2fb4a1d1a96d312"),
+            ("X-B3-Sampled", "1"),
+        ],
+    );
     w.done(&srv, t(1, 2), t(5, 6));
     w.run();
     let s = &w.spans[0];
-    assert_eq!(crate::span::hex(&s.trace_id), "463ac35c9f6413ad48485a3953bb6124");
-    assert_eq!(s.parent_span_id.map(|p| crate::span::hex(&p)).as_deref(), Some("a2fb4a1d1a96d312"));
+    assert_eq!(
+        crate::span::hex(&s.trace_id),
+        "463ac35c9f6413ad48485a3953bb6124"
+    );
+    assert_eq!(
+        s.parent_span_id.map(|p| crate::span::hex(&p)).as_deref(),
+        Some("a2fb4a1d1a96d312")
+    );
     assert_eq!(s.flags, 1);
 }
 
@@ -346,7 +375,10 @@ fn forwarded_header_is_not_self_instrumentation() {
     let srv = w.span_of(1, SpanKind::Server).clone();
     let cli = w.span_of(1, SpanKind::Client).clone();
     let up = w.span_of(2, SpanKind::Server).clone();
-    assert_eq!(crate::span::hex(&srv.parent_span_id.unwrap()), "2222222222222222");
+    assert_eq!(
+        crate::span::hex(&srv.parent_span_id.unwrap()),
+        "2222222222222222"
+    );
     assert_eq!(cli.parent_span_id, Some(srv.span_id));
     assert_eq!(up.parent_span_id, Some(cli.span_id));
     assert!(srv.trace_id == cli.trace_id && cli.trace_id == up.trace_id);

@@ -1,0 +1,274 @@
+//! What a serving thread does besides talking on its sockets: slow file I/O
+//! and time off the CPU. Only threads between reading a request and writing
+//! its response are watched, and only waits above the configured threshold
+//! are reported, so the cost is a map lookup per event elsewhere.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_str_bytes},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use seam_common::{IoEvent, MAX_CAPTURE, PathEvent, Probe, flag, io_op, kind, stat};
+
+use crate::{
+    ctx::syscall_ret,
+    ctx::{field, syscall_arg},
+    emit::{count, output},
+    maps::{Active, CONFIG, EVENTS, OFF_CPU, OPENING, OffCpu, SERVING, Scratch, Serving},
+    syscalls::{begin, finish},
+};
+
+/// Request methods by their first four bytes, little-endian.
+const METHOD_PREFIXES: [u32; 7] = [
+    u32::from_le_bytes(*b"GET "),
+    u32::from_le_bytes(*b"POST"),
+    u32::from_le_bytes(*b"PUT "),
+    u32::from_le_bytes(*b"DELE"),
+    u32::from_le_bytes(*b"HEAD"),
+    u32::from_le_bytes(*b"PATC"),
+    u32::from_le_bytes(*b"OPTI"),
+];
+
+#[inline(always)]
+fn threshold() -> Option<u64> {
+    let config = CONFIG.get(0)?;
+    (config.gaps != 0).then_some(config.io_threshold_ns)
+}
+
+/// After a socket transfer: a request read on a server socket starts
+/// serving; the first write back on that socket ends it.
+#[inline(always)]
+pub fn track_serving(
+    id: u64,
+    active: &Active,
+    sock_flags: u32,
+    scratch: *mut Scratch,
+    filled: usize,
+) {
+    if threshold().is_none() {
+        return;
+    }
+    if active.egress != 0 {
+        // SAFETY: plain value read.
+        if let Some(s) = unsafe { SERVING.get(&id) }
+            && s.sock == active.sock
+        {
+            let _ = SERVING.remove(&id);
+        }
+        return;
+    }
+    if filled < 4 || filled > MAX_CAPTURE || sock_flags & flag::ROLE_CLIENT != 0 {
+        return;
+    }
+    // SAFETY: the first four payload bytes were filled by copy_user.
+    let head = unsafe {
+        u32::from_le_bytes([
+            (*scratch).data[0],
+            (*scratch).data[1],
+            (*scratch).data[2],
+            (*scratch).data[3],
+        ])
+    };
+    if METHOD_PREFIXES.contains(&head) {
+        let serving = Serving {
+            sock: active.sock,
+            since: unsafe { bpf_ktime_get_ns() },
+        };
+        let _ = SERVING.insert(&id, &serving, 0);
+    }
+}
+
+/// At the exit of a non-socket read/write/fsync of a traced thread.
+#[inline(always)]
+pub fn file_io(id: u64, active: &Active, bytes: u64) {
+    let Some(threshold) = threshold() else {
+        return;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.saturating_sub(active.ts_enter) < threshold {
+        return;
+    }
+    // SAFETY: read-only lookup.
+    if unsafe { SERVING.get(&id) }.is_none() {
+        return;
+    }
+    let op = match Probe::from_id(active.probe) {
+        Some(Probe::Read | Probe::Readv) => io_op::READ,
+        Some(Probe::Write | Probe::Writev) => io_op::WRITE,
+        Some(Probe::FileIo) => io_op::FSYNC,
+        _ => return,
+    };
+    let event = IoEvent {
+        kind: kind::IO,
+        op,
+        ts_start_ns: active.ts_enter,
+        ts_end_ns: now,
+        pid: (id >> 32) as u32,
+        tid: id as u32,
+        fd: active.fd,
+        _pad: 0,
+        bytes: if op == io_op::FSYNC { 0 } else { bytes },
+    };
+    output(Probe::FileIo, &event);
+}
+
+/// `syscalls:sys_enter_fsync` (any kernel): a synchronous flush, the classic
+/// slow log write.
+#[tracepoint]
+pub fn enter_fsync(ctx: TracePointContext) -> u32 {
+    if threshold().is_none() {
+        return 0;
+    }
+    begin(Probe::FileIo, syscall_arg(&ctx, 0), 0, 0, false, false)
+}
+
+/// `syscalls:sys_exit_fsync`.
+#[tracepoint]
+pub fn exit_fsync(ctx: TracePointContext) -> u32 {
+    finish(&ctx)
+}
+
+/// `syscalls:sys_enter_fdatasync`.
+#[tracepoint]
+pub fn enter_fdatasync(ctx: TracePointContext) -> u32 {
+    if threshold().is_none() {
+        return 0;
+    }
+    begin(Probe::FileIo, syscall_arg(&ctx, 0), 0, 0, false, false)
+}
+
+/// `syscalls:sys_exit_fdatasync`.
+#[tracepoint]
+pub fn exit_fdatasync(ctx: TracePointContext) -> u32 {
+    finish(&ctx)
+}
+
+/// `syscalls:sys_enter_pread64`: positioned reads are file reads (never sockets).
+#[tracepoint]
+pub fn enter_pread(ctx: TracePointContext) -> u32 {
+    if threshold().is_none() {
+        return 0;
+    }
+    begin(Probe::Read, syscall_arg(&ctx, 0), 0, 0, false, false)
+}
+
+/// `syscalls:sys_exit_pread64`.
+#[tracepoint]
+pub fn exit_pread(ctx: TracePointContext) -> u32 {
+    finish(&ctx)
+}
+
+/// `syscalls:sys_enter_pwrite64`.
+#[tracepoint]
+pub fn enter_pwrite(ctx: TracePointContext) -> u32 {
+    if threshold().is_none() {
+        return 0;
+    }
+    begin(Probe::Write, syscall_arg(&ctx, 0), 0, 0, false, true)
+}
+
+/// `syscalls:sys_exit_pwrite64`.
+#[tracepoint]
+pub fn exit_pwrite(ctx: TracePointContext) -> u32 {
+    finish(&ctx)
+}
+
+/// `sched:sched_switch` (any kernel): a serving thread leaving the CPU is
+/// remembered; when it comes back after the threshold, the wait is reported,
+/// as blocked (it slept) or queued (it was preempted while runnable).
+#[tracepoint]
+pub fn sched_switch(ctx: TracePointContext) -> u32 {
+    let Some(threshold) = threshold() else {
+        return 0;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let prev = bpf_get_current_pid_tgid();
+    // SAFETY: read-only lookup.
+    if unsafe { SERVING.get(&prev) }.is_some() {
+        let state: i64 = field(&ctx, 32);
+        let off = OffCpu {
+            since: now,
+            pid_tgid: prev,
+            // TASK_INTERRUPTIBLE | TASK_UNINTERRUPTIBLE: it went to sleep.
+            blocked: u32::from(state & 3 != 0),
+            _pad: 0,
+        };
+        let _ = OFF_CPU.insert(&(prev as u32), &off, 0);
+    }
+    let next: u32 = field(&ctx, 56);
+    // SAFETY: plain value copied out before removal.
+    let Some(off) = (unsafe { OFF_CPU.get(&next) }).copied() else {
+        return 0;
+    };
+    let _ = OFF_CPU.remove(&next);
+    if now.saturating_sub(off.since) < threshold {
+        return 0;
+    }
+    let event = IoEvent {
+        kind: kind::IO,
+        op: if off.blocked != 0 {
+            io_op::OFF_CPU
+        } else {
+            io_op::RUNQUEUE
+        },
+        ts_start_ns: off.since,
+        ts_end_ns: now,
+        pid: (off.pid_tgid >> 32) as u32,
+        tid: next,
+        fd: -1,
+        _pad: 0,
+        bytes: 0,
+    };
+    output(Probe::SchedSwitch, &event);
+    0
+}
+
+/// `syscalls:sys_enter_openat` (any kernel): a serving thread opening a file
+/// (a log file opened per request); its name is kept for the fd.
+#[tracepoint]
+pub fn enter_openat(ctx: TracePointContext) -> u32 {
+    if threshold().is_none() {
+        return 0;
+    }
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: read-only lookup.
+    if unsafe { SERVING.get(&id) }.is_some() {
+        let _ = OPENING.insert(&id, &syscall_arg(&ctx, 1), 0);
+    }
+    0
+}
+
+/// `syscalls:sys_exit_openat`: reports the fd and the name it was opened by.
+#[tracepoint]
+pub fn exit_openat(ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: plain value copied out before removal.
+    let Some(name) = (unsafe { OPENING.get(&id) }).copied() else {
+        return 0;
+    };
+    let _ = OPENING.remove(&id);
+    let fd = syscall_ret(&ctx);
+    if fd < 0 {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<PathEvent>(0) else {
+        count(Probe::Open, stat::LOST);
+        return 0;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: the reserved record is ours until submitted; the name is a user
+    // string read through the helper, bounded by the array.
+    let len = unsafe {
+        (*event).kind = kind::PATH;
+        (*event).fd = fd as i32;
+        (*event).pid = (id >> 32) as u32;
+        match bpf_probe_read_user_str_bytes(name as *const u8, &mut (*event).path) {
+            Ok(bytes) => bytes.len() as u32,
+            Err(_) => 0,
+        }
+    };
+    // SAFETY: as above.
+    unsafe { (*event).len = len };
+    entry.submit(0);
+    count(Probe::Open, stat::EMITTED);
+    0
+}

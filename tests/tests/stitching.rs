@@ -1,0 +1,153 @@
+//! Trace context end to end: incoming W3C and B3 headers on the entry
+//! request, and gap attribution of the demo's slow log write.
+use std::time::Duration;
+
+use seam_tests::{
+    agent::Agent,
+    checkout::Chain,
+    otlp::{Kind, Receiver},
+    procs::{curl, scratch_dir},
+    serial,
+    slowfs::SlowFs,
+    spans::{SpanView, of},
+};
+
+/// The entry request's context comes from whichever header it carries, and
+/// the whole chain joins that trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_headers_set_trace_and_parent() {
+    let _serial = serial().await;
+    let receiver = Receiver::start(Kind::Grpc).await;
+    let ports = Chain::ports();
+    let chain = Chain::start(ports, 1, &[]);
+    let mut args = Agent::otlp_args(&receiver);
+    args.extend(Chain::port_args(ports));
+    let mut agent = Agent::start(&args, &[]);
+
+    // (headers, expected trace id, expected parent id)
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (
+            vec![
+                "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "tracestate: congo=t61rcWkgMzE",
+            ],
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "00f067aa0ba902b7",
+        ),
+        (
+            vec!["b3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"],
+            "80f198ee56343ba864fe8b2a57d3eff7",
+            "e457b5a2e4d86bd1",
+        ),
+        (
+            vec![
+                "X-B3-TraceId: 463ac35c9f6413ad",
+                "X-B3-SpanId: a2fb4a1d1a96d312",
+                "X-B3-Sampled: 1",
+            ],
+            "0000000000000000463ac35c9f6413ad",
+            "a2fb4a1d1a96d312",
+        ),
+        // Invalid: upper-case hex and an all-zero trace id are ignored.
+        (
+            vec!["traceparent: 00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"],
+            "",
+            "",
+        ),
+        (
+            vec!["traceparent: 00-00000000000000000000000000000000-00f067aa0ba902b7-01"],
+            "",
+            "",
+        ),
+    ];
+    for (headers, _, _) in &cases {
+        let mut argv = vec![chain.order_url()];
+        for h in headers {
+            argv.push("-H".into());
+            argv.push(h.to_string());
+        }
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        assert_eq!(curl(&argv).0, 200);
+    }
+    let n = cases.len();
+    let spans = receiver.settle(7 * n, Duration::from_secs(30)).await;
+    assert!(agent.stop().success());
+    assert_eq!(spans.len(), 7 * n);
+    let mut roots: Vec<&SpanView> = of(&spans, "order", true);
+    roots.sort_by_key(|s| s.span.start_time_unix_nano);
+    assert_eq!(roots.len(), n);
+    for (root, (_, trace, parent)) in roots.iter().zip(&cases) {
+        if trace.is_empty() {
+            assert!(
+                root.parent_id().is_empty(),
+                "invalid header must start a new trace"
+            );
+            assert_ne!(root.trace_id(), "00000000000000000000000000000000");
+        } else {
+            assert_eq!(root.trace_id(), *trace);
+            assert_eq!(root.parent_id(), *parent);
+        }
+        let members = spans
+            .iter()
+            .filter(|s| s.trace_id() == root.trace_id())
+            .count();
+        assert_eq!(members, 7, "the chain joins the entry request's trace");
+    }
+    assert_eq!(roots[0].span.trace_state, "congo=t61rcWkgMzE");
+}
+
+/// The demo's 400 ms synchronous log write becomes a 400 ms INTERNAL child
+/// of the order request, and the order span says where its own time went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_log_write_is_its_own_span_and_explains_the_gap() {
+    let _serial = serial().await;
+    let receiver = Receiver::start(Kind::Grpc).await;
+    let fs = SlowFs::mount(&scratch_dir().join("slowlogs"), 400);
+    let log = fs.dir.join("orders.log");
+    let ports = Chain::ports();
+    let chain = Chain::start(ports, 1, &[("ORDER_LOG", log.display().to_string())]);
+    let mut args = Agent::otlp_args(&receiver);
+    args.extend(Chain::port_args(ports));
+    let mut agent = Agent::start(&args, &[]);
+    let n = 3;
+    for _ in 0..n {
+        assert_eq!(curl(&[&chain.order_url()]).0, 200);
+    }
+    let spans = receiver.settle(8 * n, Duration::from_secs(30)).await;
+    assert!(agent.stop().success());
+    assert_eq!(
+        spans.len(),
+        8 * n,
+        "7 HTTP spans and one file span per order"
+    );
+    let by_id = |id: String| spans.iter().find(|s| s.span_id() == id);
+    let files: Vec<&SpanView> = spans.iter().filter(|s| s.span.kind == 1).collect();
+    assert_eq!(files.len(), n);
+    for f in files {
+        assert_eq!(f.span.name, format!("file write {}", log.display()));
+        assert_eq!(f.attr("file.path"), Some(log.display().to_string()));
+        assert_eq!(f.attr("seam.io.operation").as_deref(), Some("write"));
+        assert!(f.int("seam.io.bytes").unwrap() > 0);
+        let ms = f.duration_ms();
+        assert!((360.0..=440.0).contains(&ms), "file write took {ms} ms");
+        let parent = by_id(f.parent_id()).expect("file span has a parent");
+        assert!(parent.is_server() && parent.service() == "order");
+        assert_eq!(parent.trace_id(), f.trace_id());
+        let file_io = parent
+            .span
+            .attributes
+            .iter()
+            .find(|kv| kv.key == "seam.gap.file_io_ms");
+        let file_io = match file_io.and_then(|kv| kv.value.as_ref()?.value.clone()) {
+            Some(opentelemetry_proto::tonic::common::v1::any_value::Value::DoubleValue(v)) => v,
+            other => panic!("seam.gap.file_io_ms: {other:?}"),
+        };
+        assert!(
+            (360.0..=440.0).contains(&file_io),
+            "file I/O gap {file_io} ms"
+        );
+        assert!(parent.duration_ms() >= ms);
+    }
+    drop(chain);
+    drop(fs);
+}
