@@ -1,12 +1,16 @@
 //! Command line of the `seam` binary.
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 
 /// seam: traces the HTTP traffic of this Linux host with eBPF and exports
 /// OpenTelemetry spans, without changing or restarting the traced programs.
 ///
-/// With no OTLP endpoint configured (flag or OTEL_EXPORTER_OTLP_ENDPOINT),
-/// finished spans are printed to the console. Needs root (or CAP_BPF,
-/// CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH) and Linux >= 6.3 with BTF.
+/// With no OTLP endpoint configured (flag, OTEL_EXPORTER_OTLP_ENDPOINT or the
+/// config file), finished traces are printed to the console. Needs root (or
+/// CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH) and Linux >= 6.3
+/// with BTF. Settings come from flags, then environment variables, then the
+/// config file, then defaults.
 #[derive(Debug, Parser)]
 #[command(name = "seam", version, propagate_version = true)]
 pub struct Cli {
@@ -24,6 +28,19 @@ pub enum Command {
 
 #[derive(Clone, Debug, Default, Args)]
 pub struct RunArgs {
+    /// YAML configuration file (see the README for its keys).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SEAM_CONFIG",
+        help_heading = "Configuration"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration (secrets masked) and exit.
+    #[arg(long, help_heading = "Configuration")]
+    pub print_config: bool,
+
     /// Trace only these processes and the children they fork (repeatable,
     /// or comma-separated). Default: every process except seam itself.
     #[arg(
@@ -61,8 +78,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL", help_heading = "Export")]
     pub otlp_endpoint: Option<String>,
 
-    /// OTLP protocol. Overrides OTEL_EXPORTER_OTLP_PROTOCOL. When neither is
-    /// set: grpc for port 4317, else http/protobuf.
+    /// OTLP protocol. Overrides OTEL_EXPORTER_OTLP_PROTOCOL. When nothing
+    /// sets it: grpc for port 4317, else http/protobuf.
     #[arg(long, value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"], help_heading = "Export")]
     pub otlp_protocol: Option<String>,
 
@@ -75,10 +92,32 @@ pub struct RunArgs {
     #[arg(long, value_name = "FORMAT", default_value = "waterfall", value_parser = ["waterfall", "lines"], help_heading = "Export")]
     pub console_format: String,
 
+    /// Keep traces after they finish (all errors, all slow ones, a share of
+    /// the rest), with the settings of `sampling.tail` in the config file.
+    #[arg(long, help_heading = "Sampling")]
+    pub tail_sampling: bool,
+
+    /// A route template (`/users/{id}/orders`, `/static/*`) for
+    /// `http.route` and span names (repeatable); unmatched paths get
+    /// inferred routes.
+    #[arg(long = "route", value_name = "TEMPLATE", help_heading = "Routes")]
+    pub routes: Vec<String>,
+
+    /// Where to serve /metrics (Prometheus), /healthz, /readyz and /status;
+    /// `none` to serve nothing. Default 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR", help_heading = "Metrics")]
+    pub metrics_listen: Option<String>,
+
     /// Do not link same-host client and server spans by their connection's
     /// addresses (only headers and threads link spans then).
     #[arg(long, help_heading = "Tracing")]
     pub no_tuple_linking: bool,
+
+    /// Add a W3C `traceparent` header to outgoing plaintext HTTP/1 requests
+    /// of traced processes that carry none, so traces continue on other
+    /// hosts. Changes the traffic; off by default.
+    #[arg(long, help_heading = "Tracing")]
+    pub inject_traceparent: bool,
 
     /// Shortest file I/O or off-CPU wait of a serving thread that explains a
     /// server span's gaps; file I/O this long also becomes its own span.
@@ -95,14 +134,9 @@ pub struct RunArgs {
     #[arg(long, help_heading = "Tracing")]
     pub no_gaps: bool,
 
-    /// Size of the kernel ring buffer, in MiB (a power of two).
-    #[arg(
-        long,
-        value_name = "MIB",
-        default_value_t = 16,
-        help_heading = "Tuning"
-    )]
-    pub ring_buffer_mib: u32,
+    /// Size of the kernel ring buffer, in MiB (a power of two). Default 16.
+    #[arg(long, value_name = "MIB", help_heading = "Tuning")]
+    pub ring_buffer_mib: Option<u32>,
 
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `seam=debug`.
     #[arg(
@@ -152,9 +186,12 @@ mod tests {
         assert_eq!(run.pids, vec![1, 2, 3]);
         assert_eq!(run.exe_names, vec!["gunicorn"]);
         assert_eq!(run.ports, vec![8000, 8001]);
-        assert_eq!(run.ring_buffer_mib, 16);
-        let cli = Cli::parse_from(["seam", "run", "--port", "80"]);
+        assert_eq!(run.ring_buffer_mib, None);
+        let cli = Cli::parse_from([
+            "seam", "run", "--port", "80", "--route", "/a/{id}", "--route", "/b/*",
+        ]);
         assert_eq!(cli.run_args().ports, vec![80]);
+        assert_eq!(cli.run_args().routes, vec!["/a/{id}", "/b/*"]);
         assert!(Cli::try_parse_from(["seam", "--otlp-protocol", "http/json"]).is_err());
     }
 }

@@ -15,6 +15,7 @@ pub mod discover;
 pub mod export;
 pub mod metrics;
 pub mod pipeline;
+pub mod policy;
 pub mod protocol;
 pub mod span;
 pub mod stitch;

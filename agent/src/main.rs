@@ -11,13 +11,27 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let config = match AgentConfig::from_args(&args, &|k| std::env::var(k).ok()) {
+    let file = match &args.config {
+        Some(path) => match seam::policy::config::load(path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("seam: configuration error: {e}");
+                std::process::exit(2);
+            }
+        },
+        None => None,
+    };
+    let config = match AgentConfig::from_sources(&args, &|k| std::env::var(k).ok(), file.as_ref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("seam: configuration error: {e}");
             std::process::exit(2);
         }
     };
+    if args.print_config {
+        print!("{}", config.to_file_config().print_masked());
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

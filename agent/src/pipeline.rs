@@ -1,11 +1,16 @@
 //! Wires the stages together and runs them until a signal arrives.
 //!
-//! capture (ring buffer reader) → conn (connections, HTTP/1) → stitch (ids,
-//! parents, spans) → export. Each arrow is a bounded channel. The first two
-//! block when full, so overload turns into ring buffer losses the kernel
-//! counts per probe; the last never blocks: spans that do not fit are
+//! capture (ring buffer reader) → conn (connections, protocols) → stitch
+//! (ids, parents, gaps, redaction, routes) → policy (RED metrics, sampling)
+//! → export. Each arrow is a bounded channel. The first three block when
+//! full, so overload turns into ring buffer losses the kernel counts per
+//! probe; the ones into export never block: spans that do not fit are
 //! dropped and counted.
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use tokio::{signal::unix::SignalKind, sync::mpsc};
@@ -17,9 +22,10 @@ use crate::{
     conn::{ConnConfig, ConnTracker, Record},
     discover::{self, sockets},
     export::{self, Output},
-    metrics::{self, Counters},
+    metrics::{self, Counters, serve::Observed},
+    policy::tail::TailSampler,
     span::Span,
-    stitch::Stitcher,
+    stitch::{Stitcher, attrs::Shaper},
 };
 
 const PROC: &str = "/proc";
@@ -27,8 +33,24 @@ const PROC: &str = "/proc";
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let counters = Arc::new(Counters::default());
+    let observed = Arc::new(Observed::new(counters.clone()));
     let agent_pid = std::process::id();
     let proc_root = Path::new(PROC);
+    let shaper = Shaper::new(&config.redact, &config.routes).map_err(anyhow::Error::msg)?;
+
+    let _endpoint = match config.metrics_listen {
+        Some(addr) => match metrics::serve::serve(addr, observed.clone()).await {
+            Ok((bound, task)) => {
+                tracing::info!("serving /metrics, /healthz, /readyz and /status on http://{bound}");
+                Some(AbortOnDrop(task))
+            }
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "metrics endpoint disabled: cannot listen");
+                None
+            }
+        },
+        None => None,
+    };
 
     let mut probes = Probes::load(config.ring_buffer_bytes)?;
     let selection = resolve_selection(&config.selection, proc_root);
@@ -48,6 +70,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
     let (event_tx, mut event_rx) = mpsc::channel::<Vec<Event>>(256);
     let (record_tx, mut record_rx) = mpsc::channel::<Vec<Record>>(256);
+    let (policy_tx, mut policy_rx) = mpsc::channel::<Vec<Span>>(256);
     let (span_tx, span_rx) = mpsc::channel::<Vec<Span>>(1024);
     let (console_tx, console_rx) = mpsc::channel::<Vec<Span>>(1024);
 
@@ -67,6 +90,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         Some(selector),
         counters.clone(),
     );
+    let conn_observed = observed.clone();
     let conn_task = tokio::spawn(async move {
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
         let mut out = Vec::new();
@@ -78,7 +102,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                     },
                     None => break,
                 },
-                _ = sweep.tick() => tracker.sweep(Clock::monotonic_now(), &mut out),
+                _ = sweep.tick() => {
+                    tracker.sweep(Clock::monotonic_now(), &mut out);
+                    conn_observed.traced_processes.store(tracker.processes() as u64, Relaxed);
+                }
             }
             if !out.is_empty() && record_tx.send(std::mem::take(&mut out)).await.is_err() {
                 break;
@@ -86,23 +113,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         }
     });
 
-    let stitch_counters = counters.clone();
     let stitch_config = config.stitch.clone();
-    let console_too = config.console_too;
+    let stitch_observed = observed.clone();
     let stitch_task = tokio::spawn(async move {
-        let mut stitcher = Stitcher::new(stitch_config, Clock::new());
+        let mut stitcher = Stitcher::new(stitch_config, Clock::new(), shaper);
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         let mut spans = Vec::new();
-        let send = |spans: Vec<Span>| {
-            let n = spans.len() as u64;
-            metrics::add(&stitch_counters.spans_created, n);
-            if console_too {
-                let _ = console_tx.try_send(spans.clone());
-            }
-            if span_tx.try_send(spans).is_err() {
-                metrics::add(&stitch_counters.spans_dropped_queue_full, n);
-            }
-        };
         loop {
             tokio::select! {
                 records = record_rx.recv() => match records {
@@ -114,14 +130,73 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 _ = tick.tick() => {}
             }
             stitcher.release(Clock::monotonic_now(), &mut spans);
-            if !spans.is_empty() {
-                send(std::mem::take(&mut spans));
+            if !spans.is_empty() && policy_tx.send(std::mem::take(&mut spans)).await.is_err() {
+                return;
             }
+            stitch_observed
+                .routes_overflowed
+                .store(stitcher.routes_overflowed(), Relaxed);
         }
         stitcher.flush(&mut spans);
         if !spans.is_empty() {
-            send(spans);
+            let _ = policy_tx.send(spans).await;
         }
+    });
+
+    let policy_counters = counters.clone();
+    let policy_observed = observed.clone();
+    let console_too = config.console_too;
+    let tail_config = config.tail.clone();
+    let policy_task = tokio::spawn(async move {
+        let mut tail = tail_config.map(TailSampler::new);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let send = |spans: Vec<Span>| {
+            if spans.is_empty() {
+                return;
+            }
+            let n = spans.len() as u64;
+            if console_too {
+                let _ = console_tx.try_send(spans.clone());
+            }
+            if span_tx.try_send(spans).is_err() {
+                metrics::add(&policy_counters.spans_dropped_queue_full, n);
+            }
+        };
+        let mut kept = Vec::new();
+        loop {
+            tokio::select! {
+                batch = policy_rx.recv() => match batch {
+                    Some(spans) => {
+                        let mut red = policy_observed.red.lock().expect("not poisoned");
+                        for s in &spans {
+                            red.record(s);
+                        }
+                        drop(red);
+                        metrics::add(&policy_counters.spans_created, spans.len() as u64);
+                        for s in spans {
+                            if s.flags & 1 == 0 {
+                                metrics::inc(&policy_counters.spans_unsampled);
+                            } else if let Some(t) = tail.as_mut() {
+                                t.push(s, Instant::now());
+                            } else {
+                                kept.push(s);
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => {}
+            }
+            if let Some(t) = tail.as_mut() {
+                t.poll(Instant::now(), &mut kept);
+                *policy_observed.tail.lock().expect("not poisoned") = Some(t.stats());
+            }
+            send(std::mem::take(&mut kept));
+        }
+        if let Some(t) = tail.as_mut() {
+            t.flush(&mut kept);
+        }
+        send(kept);
     });
 
     let export_task = tokio::spawn(export::run(
@@ -139,9 +214,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         Duration::ZERO,
     ));
 
+    observed.ready.store(true, Relaxed);
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
-    let mut report = tokio::time::interval(Duration::from_secs(10));
+    let mut refresh = tokio::time::interval(Duration::from_secs(2));
     let mut last_lost = 0u64;
+    let mut last_report = Instant::now();
     let mut reader_result = None;
     let stop = loop {
         tokio::select! {
@@ -151,11 +228,17 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 reader_result = Some(r);
                 break "the ring buffer reader stopped";
             }
-            _ = report.tick() => {
-                last_lost = report_losses(&probes.stats(), last_lost, &counters);
+            _ = refresh.tick() => {
+                let stats = probes.stats();
+                if last_report.elapsed() >= Duration::from_secs(10) {
+                    last_lost = report_losses(&stats, last_lost, &counters);
+                    last_report = Instant::now();
+                }
+                *observed.probes.lock().expect("not poisoned") = stats;
             }
         }
     };
+    observed.ready.store(false, Relaxed);
     tracing::info!(
         signal = stop,
         "stopping: detaching probes and flushing spans"
@@ -173,13 +256,22 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
     conn_task.await.context("connection stage")?;
     stitch_task.await.context("stitch stage")?;
-    match export_task.await.context("export stage")? {
-        Ok(()) => {}
-        Err(e) => tracing::error!(error = %e, "export stage failed"),
+    policy_task.await.context("policy stage")?;
+    if let Err(e) = export_task.await.context("export stage")? {
+        tracing::error!(error = %e, "export stage failed");
     }
     let _ = console_task.await;
     summary(&final_stats, &counters);
     Ok(())
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Pids for names and ports, found in /proc now; later ones are added as
@@ -239,7 +331,9 @@ fn exclude_local_backend(
     for pid in scan.listeners.get(&port).into_iter().flatten() {
         match selector.untrace_pid(*pid) {
             Ok(()) => tracing::info!(pid, port, "not tracing the local OTLP backend"),
-            Err(e) => tracing::warn!(pid, error = %e, "could not exclude the local OTLP backend"),
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "could not exclude the local OTLP backend")
+            }
         }
     }
 }
@@ -256,8 +350,9 @@ fn describe_start(config: &AgentConfig, selector: &capture::Selector, preexistin
         Output::Otlp(s) => format!("{} ({})", s.url, s.protocol.as_str()),
     };
     tracing::info!(
-        "seam {} tracing {what}; spans go to {to}; {preexisting} existing connections found",
-        env!("CARGO_PKG_VERSION")
+        "seam {} tracing {what}; spans go to {to}; sampler {}; {preexisting} existing connections found",
+        env!("CARGO_PKG_VERSION"),
+        config.stitch.sampler.description(),
     );
 }
 

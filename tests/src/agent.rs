@@ -24,6 +24,8 @@ pub fn seam_bin() -> PathBuf {
 
 pub struct Agent {
     pub proc: Proc,
+    /// Where its /metrics, /healthz, /readyz and /status are served.
+    pub metrics_port: u16,
 }
 
 impl Agent {
@@ -32,6 +34,18 @@ impl Agent {
     pub fn start(args: &[String], env: &[(&str, &str)]) -> Agent {
         let mut cmd = Command::new(seam_bin());
         cmd.args(args);
+        let metrics_port = match args.iter().position(|a| a == "--metrics-listen") {
+            Some(i) => args[i + 1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0),
+            None => {
+                let port = crate::procs::free_port();
+                cmd.args(["--metrics-listen", &format!("127.0.0.1:{port}")]);
+                port
+            }
+        };
         for (k, _) in std::env::vars() {
             if k.starts_with("OTEL_") {
                 cmd.env_remove(k);
@@ -46,7 +60,7 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if proc.log().contains(" tracing ") {
-                return Agent { proc };
+                return Agent { proc, metrics_port };
             }
             if !proc.running() || Instant::now() >= deadline {
                 let status = proc.stop();
@@ -64,6 +78,11 @@ impl Agent {
             "--otlp-protocol".into(),
             receiver.protocol().into(),
         ]
+    }
+
+    /// GET `path` on the agent's metrics endpoint: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        crate::procs::curl(&[&format!("http://127.0.0.1:{}{path}", self.metrics_port)])
     }
 
     pub fn running(&mut self) -> bool {

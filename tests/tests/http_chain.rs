@@ -73,7 +73,8 @@ fn check_chain(spans: &[SpanView], chain: &Chain, n: usize) {
     assert_eq!(spans.len(), 7 * n, "no other spans: {summary:#?}");
 
     for s in &order_srv {
-        assert_eq!(s.span.name, "GET");
+        assert_eq!(s.span.name, "GET /api/order");
+        assert_eq!(attr(s, "http.route"), "/api/order");
         assert_eq!(attr(s, "http.request.method"), "GET");
         assert_eq!(attr(s, "url.path"), "/api/order");
         assert_eq!(s.attr("url.query"), None);
@@ -103,7 +104,7 @@ fn check_chain(spans: &[SpanView], chain: &Chain, n: usize) {
     let expected: HashMap<&str, (&str, &str, Option<&str>, u16)> = HashMap::from([
         (
             "inventory",
-            ("GET", "/check", Some("item=123"), chain.inventory),
+            ("GET", "/check", Some("item=REDACTED"), chain.inventory),
         ),
         ("payment", ("POST", "/charge", None, chain.payment)),
         ("shipping", ("POST", "/schedule", None, chain.shipping)),
@@ -116,7 +117,8 @@ fn check_chain(spans: &[SpanView], chain: &Chain, n: usize) {
             .collect();
         assert_eq!(clients.len(), n, "order -> {svc} client spans");
         for c in &clients {
-            assert_eq!(c.span.name, *method);
+            assert_eq!(c.span.name, format!("{method} {path}"));
+            assert_eq!(attr(c, "url.template"), *path);
             assert_eq!(attr(c, "http.request.method"), *method);
             assert_eq!(attr(c, "url.path"), *path);
             assert_eq!(c.attr("url.query").as_deref(), *query);
@@ -136,6 +138,8 @@ fn check_chain(spans: &[SpanView], chain: &Chain, n: usize) {
             assert_eq!(parent.trace_id(), c.trace_id());
         }
         for s in of(spans, svc, true) {
+            assert_eq!(s.span.name, format!("{method} {path}"));
+            assert_eq!(attr(s, "http.route"), *path);
             assert_eq!(attr(s, "http.request.method"), *method);
             assert_eq!(attr(s, "url.path"), *path);
             assert_eq!(s.int("server.port"), Some(*port as i64));

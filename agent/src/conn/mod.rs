@@ -139,6 +139,11 @@ impl ConnTracker {
         }
     }
 
+    /// Processes seen carrying traffic (and not yet exited).
+    pub fn processes(&self) -> usize {
+        self.procs.len()
+    }
+
     /// Connections tracked now.
     pub fn len(&self) -> usize {
         self.conns.len()

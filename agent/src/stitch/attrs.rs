@@ -4,9 +4,39 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::{
     conn::ConnMeta,
+    policy::{
+        redact::{RedactConfig, Redactor},
+        route::{RouteConfig, Router, span_name},
+    },
     protocol::{Exchange, Role, http1},
     span::{Attributes, SpanKind, Status},
 };
+
+/// What policy does to a span's attributes before anything else sees them:
+/// secrets and personal data are redacted, paths become routes.
+pub struct Shaper {
+    redactor: Redactor,
+    router: Router,
+}
+
+impl Shaper {
+    pub fn new(redact: &RedactConfig, routes: &RouteConfig) -> Result<Self, String> {
+        Ok(Self {
+            redactor: Redactor::new(redact)?,
+            router: Router::new(routes)?,
+        })
+    }
+
+    pub fn routes_overflowed(&self) -> u64 {
+        self.router.overflowed()
+    }
+}
+
+impl Default for Shaper {
+    fn default() -> Self {
+        Self::new(&RedactConfig::default(), &RouteConfig::default()).expect("defaults are valid")
+    }
+}
 
 const KNOWN_METHODS: &[&str] = &[
     "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
@@ -61,14 +91,22 @@ fn ip_string(ip: IpAddr) -> String {
 }
 
 /// Name, kind, attributes and status of the span for one exchange.
-pub fn span_for(conn: &ConnMeta, x: &Exchange) -> (String, SpanKind, Attributes, Status) {
+pub fn span_for(
+    conn: &ConnMeta,
+    x: &Exchange,
+    shaper: &mut Shaper,
+) -> (String, SpanKind, Attributes, Status) {
     match x {
-        Exchange::Http(x) => http_span(conn, x),
+        Exchange::Http(x) => http_span(conn, x, shaper),
     }
 }
 
 /// An HTTP exchange's span.
-pub fn http_span(conn: &ConnMeta, x: &http1::Exchange) -> (String, SpanKind, Attributes, Status) {
+pub fn http_span(
+    conn: &ConnMeta,
+    x: &http1::Exchange,
+    shaper: &mut Shaper,
+) -> (String, SpanKind, Attributes, Status) {
     let mut a = Attributes::default();
     let scheme = if conn.tls { "https" } else { "http" };
     let (method, known) = normalize_method(&x.request.method);
@@ -78,10 +116,23 @@ pub fn http_span(conn: &ConnMeta, x: &http1::Exchange) -> (String, SpanKind, Att
     }
     let status = x.response.status;
     a.set("http.response.status_code", status as i64);
-    let (path, query) = split_target(&x.request.target);
-    a.set("url.path", path);
-    if let Some(q) = query {
-        a.set("url.query", q);
+    let (raw_path, query) = split_target(&x.request.target);
+    let route = shaper
+        .router
+        .route(conn.process.service_name.as_str(), raw_path);
+    let path = shaper.redactor.path(raw_path);
+    let query = query.map(|q| shaper.redactor.query(q));
+    a.set("url.path", path.as_str());
+    if let Some(q) = &query {
+        a.set("url.query", q.as_str());
+    }
+    for (k, v) in shaper
+        .redactor
+        .request_headers(&x.request.headers)
+        .into_iter()
+        .chain(shaper.redactor.response_headers(&x.response.headers))
+    {
+        a.set(&k, v);
     }
     a.set("url.scheme", scheme);
     a.set("network.protocol.name", "http");
@@ -128,6 +179,7 @@ pub fn http_span(conn: &ConnMeta, x: &http1::Exchange) -> (String, SpanKind, Att
                 a.set("client.address", ip_string(peer.ip()));
                 a.set("client.port", peer.port() as i64);
             }
+            a.set("http.route", route.as_str());
             (SpanKind::Server, status >= 500)
         }
         Role::Client => {
@@ -148,9 +200,10 @@ pub fn http_span(conn: &ConnMeta, x: &http1::Exchange) -> (String, SpanKind, Att
                     Some(p) if p != default_port => format_authority(h, Some(p)),
                     _ => format_authority(h, None),
                 };
-                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+                let query = query.as_ref().map(|q| format!("?{q}")).unwrap_or_default();
                 a.set("url.full", format!("{scheme}://{authority}{path}{query}"));
             }
+            a.set("url.template", route.as_str());
             (SpanKind::Client, status >= 400)
         }
     };
@@ -160,12 +213,7 @@ pub fn http_span(conn: &ConnMeta, x: &http1::Exchange) -> (String, SpanKind, Att
     } else {
         Status::Unset
     };
-    let name = if known {
-        method.to_string()
-    } else {
-        "HTTP".to_string()
-    };
-    (name, kind, a, status_code)
+    (span_name(method, Some(&route)), kind, a, status_code)
 }
 
 fn format_authority(host: &str, port: Option<u16>) -> String {
@@ -254,13 +302,14 @@ mod tests {
                 ("User-Agent", "python-requests/2"),
             ],
         );
-        let (name, kind, a, status) = http_span(&conn(Role::Server), &x);
-        assert_eq!(name, "GET");
+        let (name, kind, a, status) = http_span(&conn(Role::Server), &x, &mut Shaper::default());
+        assert_eq!(name, "GET /check");
+        assert_eq!(s(&a, "http.route"), "/check");
         assert_eq!(kind, SpanKind::Server);
         assert_eq!(status, Status::Error);
         assert_eq!(s(&a, "http.request.method"), "GET");
         assert_eq!(s(&a, "url.path"), "/check");
-        assert_eq!(s(&a, "url.query"), "item=123");
+        assert_eq!(s(&a, "url.query"), "item=REDACTED");
         assert_eq!(s(&a, "url.scheme"), "http");
         assert_eq!(s(&a, "http.response.status_code"), "503");
         assert_eq!(s(&a, "server.address"), "inventory");
@@ -282,10 +331,10 @@ mod tests {
             local: "127.0.0.1:45678".parse().unwrap(),
             peer: "127.0.0.1:8002".parse().unwrap(),
         });
-        let (name, kind, a, status) = http_span(&c, &x);
+        let (name, kind, a, status) = http_span(&c, &x, &mut Shaper::default());
         assert_eq!(
             (name.as_str(), kind, status),
-            ("POST", SpanKind::Client, Status::Error)
+            ("POST /charge", SpanKind::Client, Status::Error)
         );
         assert_eq!(s(&a, "server.address"), "127.0.0.1");
         assert_eq!(s(&a, "server.port"), "8002");
@@ -293,19 +342,19 @@ mod tests {
         assert_eq!(s(&a, "network.local.port"), "45678");
         assert_eq!(s(&a, "client.address"), "<none>");
         // 4xx is not a server error.
-        let (_, _, _, server_status) = http_span(&conn(Role::Server), &x);
+        let (_, _, _, server_status) = http_span(&conn(Role::Server), &x, &mut Shaper::default());
         assert_eq!(server_status, Status::Unset);
     }
 
     #[test]
     fn other_methods_and_targets() {
         let x = exchange("PURGE", "http://cache:8080/a/b?c=d#frag", 200, &[]);
-        let (name, _, a, _) = http_span(&conn(Role::Client), &x);
-        assert_eq!(name, "HTTP");
+        let (name, _, a, _) = http_span(&conn(Role::Client), &x, &mut Shaper::default());
+        assert_eq!(name, "HTTP /a/b");
         assert_eq!(s(&a, "http.request.method"), "_OTHER");
         assert_eq!(s(&a, "http.request.method_original"), "PURGE");
         assert_eq!(s(&a, "url.path"), "/a/b");
-        assert_eq!(s(&a, "url.full"), "http://127.0.0.1:45678/a/b?c=d");
+        assert_eq!(s(&a, "url.full"), "http://127.0.0.1:45678/a/b?c=REDACTED");
         assert_eq!(split_host("[::1]:8080"), ("::1".to_string(), Some(8080)));
         assert_eq!(split_host("example.com"), ("example.com".to_string(), None));
         assert_eq!(split_host("::1"), ("::1".to_string(), None));

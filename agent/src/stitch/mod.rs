@@ -45,6 +45,7 @@ use crate::{
     capture::{IoInfo, IoKind},
     clock::Clock,
     conn::{ConnMeta, Record, RequestKey},
+    policy::sampler::{HeadSampler, ParentSampling},
     protocol::{Request, Role},
     span::{Attributes, Span, SpanId, SpanKind, Status, TraceId},
 };
@@ -61,6 +62,9 @@ pub struct StitchConfig {
     /// Explain server spans' gaps, and make file I/O at least this long its
     /// own span (`None`: off).
     pub gap_threshold_ns: Option<u64>,
+    /// Head sampling: decides the sampled flag of traces seam starts, and of
+    /// spans whose parent is known.
+    pub sampler: HeadSampler,
 }
 
 impl Default for StitchConfig {
@@ -70,6 +74,7 @@ impl Default for StitchConfig {
             thread_linking: true,
             reorder_ns: 20_000_000,
             gap_threshold_ns: Some(1_000_000),
+            sampler: HeadSampler::default(),
         }
     }
 }
@@ -139,6 +144,7 @@ impl Ord for Queued {
 
 pub struct Stitcher {
     config: StitchConfig,
+    shaper: attrs::Shaper,
     clock: Clock,
     queue: BinaryHeap<Reverse<Queued>>,
     arrivals: u64,
@@ -181,9 +187,10 @@ fn random_trace_id() -> TraceId {
 }
 
 impl Stitcher {
-    pub fn new(config: StitchConfig, clock: Clock) -> Self {
+    pub fn new(config: StitchConfig, clock: Clock, shaper: attrs::Shaper) -> Self {
         Self {
             config,
+            shaper,
             clock,
             queue: BinaryHeap::new(),
             arrivals: 0,
@@ -193,6 +200,11 @@ impl Stitcher {
             clients: HashMap::new(),
             self_instrumented: HashSet::new(),
         }
+    }
+
+    /// Requests whose route became `/*` because a service had too many.
+    pub fn routes_overflowed(&self) -> u64 {
+        self.shaper.routes_overflowed()
     }
 
     /// Requests in progress.
@@ -292,7 +304,8 @@ impl Stitcher {
                 if self.suppressed(&conn, &inflight) {
                     return;
                 }
-                let (name, kind, mut attributes, status) = attrs::span_for(&conn, &exchange);
+                let (name, kind, mut attributes, status) =
+                    attrs::span_for(&conn, &exchange, &mut self.shaper);
                 if conn.role == Role::Server && self.config.gap_threshold_ns.is_some() {
                     gaps::analyze((start, end), &inflight.activity).set_attributes(&mut attributes);
                 }
@@ -398,21 +411,36 @@ impl Stitcher {
                 s.exported_children += 1;
             }
         }
+        // Server parents live in other processes; a client's parent is its
+        // own thread's request unless a header said otherwise.
+        let remote = conn.role == Role::Server || foreign;
         let ctx = match parent {
-            Some((trace_id, parent_id, flags, trace_state)) => SpanContext {
-                trace_id,
-                span_id: random_span_id(),
-                parent_span_id: Some(parent_id),
-                trace_state,
-                flags,
-            },
-            None => SpanContext {
-                trace_id: random_trace_id(),
-                span_id: random_span_id(),
-                parent_span_id: None,
-                trace_state: String::new(),
-                flags: 1,
-            },
+            Some((trace_id, parent_id, flags, trace_state)) => {
+                let sampled = self.config.sampler.should_sample(
+                    &trace_id,
+                    Some(ParentSampling {
+                        sampled: flags & 1 == 1,
+                        remote,
+                    }),
+                );
+                SpanContext {
+                    trace_id,
+                    span_id: random_span_id(),
+                    parent_span_id: Some(parent_id),
+                    trace_state,
+                    flags: (flags & !1) | u8::from(sampled),
+                }
+            }
+            None => {
+                let trace_id = random_trace_id();
+                SpanContext {
+                    trace_id,
+                    span_id: random_span_id(),
+                    parent_span_id: None,
+                    trace_state: String::new(),
+                    flags: u8::from(self.config.sampler.should_sample(&trace_id, None)),
+                }
+            }
         };
         match conn.role {
             Role::Server => self.serving.entry(thread).or_default().push(key),

@@ -26,7 +26,11 @@ fn t(enter: u64, exit: u64) -> Timing {
 impl World {
     fn new() -> Self {
         Self {
-            st: Stitcher::new(StitchConfig::default(), Clock::new()),
+            st: Stitcher::new(
+                StitchConfig::default(),
+                Clock::new(),
+                super::attrs::Shaper::default(),
+            ),
             procs: ProcessTable::new("/nonexistent"),
             spans: Vec::new(),
         }

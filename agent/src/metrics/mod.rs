@@ -1,6 +1,10 @@
 //! Counters of what the pipeline did and, above all, what it dropped. Every
 //! place that can lose data increments one of these; they are logged and
-//! exported so that nothing is lost silently.
+//! exported so that nothing is lost silently. [`red`] holds the RED metrics
+//! of the traced requests; [`serve`] the agent's HTTP endpoint.
+pub mod red;
+pub mod serve;
+
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 macro_rules! counters {
@@ -41,6 +45,8 @@ counters! {
     connections_open,
     /// Spans produced.
     spans_created,
+    /// Spans not exported because head sampling dropped their trace.
+    spans_unsampled,
     /// Spans dropped because the export queue was full.
     spans_dropped_queue_full,
     /// Spans dropped after export failed.

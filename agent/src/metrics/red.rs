@@ -1,0 +1,193 @@
+//! RED metrics (rate, errors, duration) of every HTTP request seam sees,
+//! sampled or not: the `http.server.request.duration` and
+//! `http.client.request.duration` histograms of the OpenTelemetry HTTP
+//! semantic conventions, with their bucket boundaries and attributes.
+use std::collections::BTreeMap;
+
+use crate::span::{Span, SpanKind, Value};
+
+/// Seconds; the boundaries the HTTP conventions recommend.
+pub const BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+pub const SERVER: &str = "http.server.request.duration";
+pub const CLIENT: &str = "http.client.request.duration";
+
+/// Span attributes that become metric attributes (bounded cardinality:
+/// routes are capped, no paths, ids or addresses of clients).
+const SERVER_KEYS: &[&str] = &[
+    "http.request.method",
+    "http.response.status_code",
+    "http.route",
+    "url.scheme",
+    "network.protocol.version",
+    "error.type",
+];
+const CLIENT_KEYS: &[&str] = &[
+    "http.request.method",
+    "http.response.status_code",
+    "server.address",
+    "server.port",
+    "url.scheme",
+    "network.protocol.version",
+    "error.type",
+];
+
+/// One time series: a histogram for one metric, service and attribute set.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    /// Count per bucket; the last counts values above every boundary.
+    pub buckets: [u64; BUCKETS.len() + 1],
+    pub count: u64,
+    pub sum: f64,
+    /// Unix nanoseconds of the first value (start of the cumulative series).
+    pub start_unix_ns: u64,
+}
+
+impl Histogram {
+    pub fn record(&mut self, seconds: f64, now_unix_ns: u64) {
+        if self.count == 0 {
+            self.start_unix_ns = now_unix_ns;
+        }
+        let i = BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.sum += seconds;
+    }
+}
+
+/// Identity of a series.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SeriesKey {
+    pub metric: &'static str,
+    pub service: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Every series; a `BTreeMap` so output is stable.
+#[derive(Debug, Default)]
+pub struct RedMetrics {
+    pub series: BTreeMap<SeriesKey, Histogram>,
+}
+
+impl RedMetrics {
+    /// Records one HTTP span (others are ignored).
+    pub fn record(&mut self, span: &Span) {
+        let (metric, keys) = match span.kind {
+            SpanKind::Server => (SERVER, SERVER_KEYS),
+            SpanKind::Client => (CLIENT, CLIENT_KEYS),
+            SpanKind::Internal => return,
+        };
+        if span.attributes.get("http.request.method").is_none() {
+            return;
+        }
+        let attributes = keys
+            .iter()
+            .filter_map(|k| {
+                span.attributes
+                    .get(k)
+                    .map(|v| (k.to_string(), Value::to_string(v)))
+            })
+            .collect();
+        let key = SeriesKey {
+            metric,
+            service: span.resource.service_name().to_string(),
+            attributes,
+        };
+        self.series
+            .entry(key)
+            .or_default()
+            .record(span.duration_ns() as f64 / 1e9, span.end_unix_ns);
+    }
+
+    /// Requests counted in every series of `metric`.
+    pub fn total(&self, metric: &str) -> u64 {
+        self.series
+            .iter()
+            .filter(|(k, _)| k.metric == metric)
+            .map(|(_, h)| h.count)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::{Attributes, Resource, Status};
+    use std::sync::Arc;
+
+    fn span(kind: SpanKind, status: i64, ms: u64) -> Span {
+        let mut a = Attributes::default();
+        a.set("http.request.method", "GET");
+        a.set("http.response.status_code", status);
+        a.set("http.route", "/users/{id}");
+        a.set("url.path", "/users/42");
+        a.set("server.address", "inventory");
+        let mut r = Attributes::default();
+        r.set("service.name", "order");
+        Span {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            trace_state: String::new(),
+            flags: 0,
+            name: "GET".into(),
+            kind,
+            start_unix_ns: 1_000,
+            end_unix_ns: 1_000 + ms * 1_000_000,
+            attributes: a,
+            status: Status::Unset,
+            resource: Arc::new(Resource { attributes: r }),
+        }
+    }
+
+    #[test]
+    fn buckets_and_series() {
+        let mut m = RedMetrics::default();
+        m.record(&span(SpanKind::Server, 200, 3));
+        m.record(&span(SpanKind::Server, 200, 30));
+        m.record(&span(SpanKind::Server, 500, 20_000));
+        m.record(&span(SpanKind::Client, 200, 100));
+        m.record(&span(SpanKind::Internal, 200, 1));
+        assert_eq!(m.total(SERVER), 3);
+        assert_eq!(m.total(CLIENT), 1);
+        assert_eq!(m.series.len(), 3);
+        let ok = m
+            .series
+            .iter()
+            .find(|(k, _)| {
+                k.metric == SERVER
+                    && k.attributes
+                        .contains(&("http.response.status_code".into(), "200".into()))
+            })
+            .unwrap();
+        assert_eq!(ok.1.count, 2);
+        assert_eq!(ok.1.buckets[0], 1, "3 ms <= 5 ms");
+        assert_eq!(ok.1.buckets[3], 1, "30 ms in (25, 50]");
+        assert!((ok.1.sum - 0.033).abs() < 1e-9);
+        // Paths are not metric attributes; routes are.
+        assert!(ok.0.attributes.iter().all(|(k, _)| k != "url.path"));
+        assert!(
+            ok.0.attributes
+                .iter()
+                .any(|(k, v)| k == "http.route" && v == "/users/{id}")
+        );
+        let slow = m
+            .series
+            .iter()
+            .find(|(k, _)| {
+                k.attributes
+                    .contains(&("http.response.status_code".into(), "500".into()))
+            })
+            .unwrap();
+        assert_eq!(
+            slow.1.buckets[BUCKETS.len()],
+            1,
+            "20 s is past the last boundary"
+        );
+    }
+}
