@@ -39,6 +39,8 @@ pub struct AgentConfig {
     /// Tail sampling, when on.
     pub tail: Option<TailConfig>,
     pub metrics_listen: Option<SocketAddr>,
+    /// How often RED metrics go to the OTLP backend (`None`: never).
+    pub metrics_export_interval: Option<std::time::Duration>,
     pub inject_traceparent: bool,
 }
 
@@ -221,6 +223,7 @@ impl AgentConfig {
             routes,
             tail,
             metrics_listen,
+            metrics_export_interval: crate::export::otlp_metrics::interval(get_env).map_err(err)?,
             inject_traceparent: args.inject_traceparent || tracing.inject_traceparent == Some(true),
         })
     }

@@ -214,6 +214,18 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         Duration::ZERO,
     ));
 
+    let _metrics_export = match (&config.output, config.metrics_export_interval) {
+        (Output::Otlp(settings), Some(every)) => {
+            let client = export::otlp::OtlpClient::new(settings).map_err(anyhow::Error::msg)?;
+            Some(AbortOnDrop(tokio::spawn(export::otlp_metrics::run(
+                client,
+                observed.clone(),
+                every,
+                Clock::new(),
+            ))))
+        }
+        _ => None,
+    };
     observed.ready.store(true, Relaxed);
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut refresh = tokio::time::interval(Duration::from_secs(2));

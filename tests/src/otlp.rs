@@ -7,9 +7,15 @@ use std::{
 };
 
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-    trace_service_server::{TraceService, TraceServiceServer},
+use opentelemetry_proto::tonic::collector::{
+    metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+        metrics_service_server::{MetricsService, MetricsServiceServer},
+    },
+    trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
 };
 use prost::Message as _;
 use tokio::sync::oneshot;
@@ -19,6 +25,7 @@ use crate::spans::{SpanView, flatten};
 #[derive(Clone, Default)]
 struct Store {
     requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
     raw: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
@@ -39,6 +46,33 @@ impl TraceService for Store {
         let raw = req.encode_to_vec();
         self.keep(req, raw);
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Store {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let req = request.into_inner();
+        self.raw.lock().unwrap().push(req.encode_to_vec());
+        self.metrics.lock().unwrap().push(req);
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+async fn http_metrics(State(store): State<Store>, body: Bytes) -> (StatusCode, Vec<u8>) {
+    match ExportMetricsServiceRequest::decode(body.clone()) {
+        Ok(req) => {
+            store.raw.lock().unwrap().push(body.to_vec());
+            store.metrics.lock().unwrap().push(req);
+            (
+                StatusCode::OK,
+                ExportMetricsServiceResponse::default().encode_to_vec(),
+            )
+        }
+        Err(_) => (StatusCode::BAD_REQUEST, Vec::new()),
     }
 }
 
@@ -78,9 +112,11 @@ impl Receiver {
         match kind {
             Kind::Grpc => {
                 let svc = TraceServiceServer::new(store.clone());
+                let metrics = MetricsServiceServer::new(store.clone());
                 tokio::spawn(async move {
                     tonic::transport::Server::builder()
                         .add_service(svc)
+                        .add_service(metrics)
                         .serve_with_incoming_shutdown(
                             tonic::transport::server::TcpIncoming::from(listener),
                             async {
@@ -94,6 +130,7 @@ impl Receiver {
             Kind::Http => {
                 let app = Router::new()
                     .route("/v1/traces", post(http_export))
+                    .route("/v1/metrics", post(http_metrics))
                     .with_state(store.clone());
                 tokio::spawn(async move {
                     axum::serve(listener, app)
@@ -130,7 +167,13 @@ impl Receiver {
         self.store.requests.lock().unwrap().clone()
     }
 
-    /// Every request body as it arrived (HTTP) or re-encoded (gRPC).
+    /// Metrics requests received.
+    pub fn metrics(&self) -> Vec<ExportMetricsServiceRequest> {
+        self.store.metrics.lock().unwrap().clone()
+    }
+
+    /// Every request body (traces and metrics) as it arrived (HTTP) or
+    /// re-encoded (gRPC).
     pub fn raw_payloads(&self) -> Vec<Vec<u8>> {
         self.store.raw.lock().unwrap().clone()
     }

@@ -33,6 +33,9 @@ impl Protocol {
 pub struct OtlpSettings {
     /// gRPC: the collector's base URL. HTTP: the full traces URL.
     pub url: String,
+    /// HTTP: the full metrics URL (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`, or
+    /// the base endpoint + `/v1/metrics`). gRPC: the base URL.
+    pub metrics_url: String,
     pub protocol: Protocol,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
@@ -128,6 +131,30 @@ pub fn otlp_settings(
             None => Protocol::HttpProtobuf,
         },
     };
+    // The metrics URL follows the same rules from its own variable, else the
+    // base endpoint (or the flag).
+    let metrics_endpoint = var(get, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
+    let metrics_base = cli_endpoint
+        .map(str::to_string)
+        .or_else(|| var(get, "OTEL_EXPORTER_OTLP_ENDPOINT"));
+    let metrics_url = match (protocol, metrics_endpoint, metrics_base) {
+        (Protocol::Grpc, Some(m), _) => m,
+        (Protocol::Grpc, None, Some(base)) => base,
+        (Protocol::Grpc, None, None) => endpoint.clone(),
+        (Protocol::HttpProtobuf, Some(m), _) => m,
+        (Protocol::HttpProtobuf, None, Some(base)) => {
+            format!("{}/v1/metrics", base.trim_end_matches('/'))
+        }
+        // Only a traces URL was given: its origin, with the metrics path.
+        (Protocol::HttpProtobuf, None, None) => match endpoint.parse::<http::Uri>() {
+            Ok(u) => format!(
+                "{}://{}/v1/metrics",
+                u.scheme_str().unwrap_or("http"),
+                u.authority().map(|a| a.as_str()).unwrap_or("")
+            ),
+            Err(_) => endpoint.clone(),
+        },
+    };
     let url = match protocol {
         Protocol::Grpc => endpoint,
         Protocol::HttpProtobuf if is_signal_url => endpoint,
@@ -146,6 +173,7 @@ pub fn otlp_settings(
     };
     Ok(Some(OtlpSettings {
         url,
+        metrics_url,
         protocol,
         headers,
         timeout,
@@ -206,6 +234,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.protocol, Protocol::HttpProtobuf);
         assert_eq!(s.url, "http://c:4318/v1/traces");
+        assert_eq!(s.metrics_url, "http://c:4318/v1/metrics");
         assert_eq!(s.timeout, Duration::from_secs(10));
     }
 
@@ -226,6 +255,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(s.url, "http://sig:9999/custom");
+        assert_eq!(s.metrics_url, "http://base:4318/v1/metrics");
     }
 
     #[test]

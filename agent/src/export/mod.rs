@@ -6,6 +6,7 @@
 pub mod console;
 pub mod env;
 pub mod otlp;
+pub mod otlp_metrics;
 
 use std::{
     collections::VecDeque,

@@ -5,9 +5,15 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_client::TraceServiceClient,
+    collector::{
+        metrics::v1::{
+            ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+            metrics_service_client::MetricsServiceClient,
+        },
+        trace::v1::{
+            ExportTraceServiceRequest, ExportTraceServiceResponse,
+            trace_service_client::TraceServiceClient,
+        },
     },
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value},
     resource::v1::Resource as ProtoResource,
@@ -131,11 +137,13 @@ pub struct Delivered {
 enum Transport {
     Grpc {
         client: TraceServiceClient<tonic::transport::Channel>,
+        metrics: MetricsServiceClient<tonic::transport::Channel>,
         metadata: tonic::metadata::MetadataMap,
     },
     Http {
         client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<bytes::Bytes>>,
         uri: http::Uri,
+        metrics_uri: http::Uri,
         headers: Vec<(http::HeaderName, http::HeaderValue)>,
     },
 }
@@ -174,7 +182,8 @@ impl OtlpClient {
                     metadata.insert(key, value);
                 }
                 Transport::Grpc {
-                    client: TraceServiceClient::new(channel),
+                    client: TraceServiceClient::new(channel.clone()),
+                    metrics: MetricsServiceClient::new(channel),
                     metadata,
                 }
             }
@@ -198,6 +207,9 @@ impl OtlpClient {
                 Transport::Http {
                     client: Client::builder(TokioExecutor::new()).build_http(),
                     uri,
+                    metrics_uri: settings.metrics_url.parse().map_err(|e| {
+                        format!("OTLP metrics endpoint `{}`: {e}", settings.metrics_url)
+                    })?,
                     headers,
                 }
             }
@@ -208,82 +220,147 @@ impl OtlpClient {
         })
     }
 
-    /// Sends one request.
+    /// Sends one trace request.
     pub async fn export(
         &mut self,
         req: ExportTraceServiceRequest,
     ) -> Result<Delivered, ExportError> {
         match &mut self.transport {
-            Transport::Grpc { client, metadata } => {
+            Transport::Grpc {
+                client, metadata, ..
+            } => {
                 let mut request = tonic::Request::new(req);
                 *request.metadata_mut() = metadata.clone();
                 request.set_timeout(self.timeout);
-                match client.export(request).await {
-                    Ok(resp) => Ok(delivered(resp.into_inner())),
-                    Err(status) => Err(ExportError {
-                        retryable: matches!(
-                            status.code(),
-                            tonic::Code::Unavailable
-                                | tonic::Code::ResourceExhausted
-                                | tonic::Code::DeadlineExceeded
-                                | tonic::Code::Aborted
-                                | tonic::Code::Cancelled
-                                | tonic::Code::OutOfRange
-                                | tonic::Code::DataLoss
-                                | tonic::Code::Unknown
-                        ),
-                        message: format!("gRPC {:?}: {}", status.code(), status.message()),
-                    }),
-                }
+                client
+                    .export(request)
+                    .await
+                    .map(|r| delivered(r.into_inner()))
+                    .map_err(grpc_error)
             }
             Transport::Http {
                 client,
                 uri,
                 headers,
+                ..
             } => {
-                let mut builder = http::Request::post(uri.clone())
-                    .header(http::header::CONTENT_TYPE, "application/x-protobuf");
-                for (k, v) in headers.iter() {
-                    builder = builder.header(k, v);
-                }
-                let body = Full::new(bytes::Bytes::from(req.encode_to_vec()));
-                let request = builder.body(body).map_err(|e| ExportError {
-                    message: e.to_string(),
-                    retryable: false,
-                })?;
-                let response = tokio::time::timeout(self.timeout, client.request(request))
-                    .await
-                    .map_err(|_| ExportError {
-                        message: format!("no answer within {:?}", self.timeout),
-                        retryable: true,
-                    })?
-                    .map_err(|e| ExportError {
-                        message: format!("HTTP request failed: {e}"),
-                        retryable: true,
-                    })?;
-                let status = response.status();
-                let body = tokio::time::timeout(self.timeout, response.into_body().collect())
-                    .await
-                    .map_err(|_| ExportError {
-                        message: "response body timed out".into(),
-                        retryable: true,
-                    })?
-                    .map_err(|e| ExportError {
-                        message: format!("reading response: {e}"),
-                        retryable: true,
-                    })?
-                    .to_bytes();
-                if status.is_success() {
-                    let resp = ExportTraceServiceResponse::decode(body).unwrap_or_default();
-                    Ok(delivered(resp))
-                } else {
-                    Err(ExportError {
-                        retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
-                        message: format!("HTTP {status}"),
-                    })
-                }
+                let body = post(client, uri, headers, req.encode_to_vec(), self.timeout).await?;
+                Ok(delivered(
+                    ExportTraceServiceResponse::decode(body).unwrap_or_default(),
+                ))
             }
         }
+    }
+
+    /// Sends one metrics request; returns the data points the backend rejected.
+    pub async fn export_metrics(
+        &mut self,
+        req: ExportMetricsServiceRequest,
+    ) -> Result<u64, ExportError> {
+        let rejected = |r: ExportMetricsServiceResponse| {
+            r.partial_success
+                .map_or(0, |p| p.rejected_data_points.max(0) as u64)
+        };
+        match &mut self.transport {
+            Transport::Grpc {
+                metrics, metadata, ..
+            } => {
+                let mut request = tonic::Request::new(req);
+                *request.metadata_mut() = metadata.clone();
+                request.set_timeout(self.timeout);
+                metrics
+                    .export(request)
+                    .await
+                    .map(|r| rejected(r.into_inner()))
+                    .map_err(grpc_error)
+            }
+            Transport::Http {
+                client,
+                metrics_uri,
+                headers,
+                ..
+            } => {
+                let body = post(
+                    client,
+                    metrics_uri,
+                    headers,
+                    req.encode_to_vec(),
+                    self.timeout,
+                )
+                .await?;
+                Ok(rejected(
+                    ExportMetricsServiceResponse::decode(body).unwrap_or_default(),
+                ))
+            }
+        }
+    }
+}
+
+fn grpc_error(status: tonic::Status) -> ExportError {
+    ExportError {
+        retryable: matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::ResourceExhausted
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Aborted
+                | tonic::Code::Cancelled
+                | tonic::Code::OutOfRange
+                | tonic::Code::DataLoss
+                | tonic::Code::Unknown
+        ),
+        message: format!("gRPC {:?}: {}", status.code(), status.message()),
+    }
+}
+
+/// POSTs a protobuf body; the response body on success.
+async fn post(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<bytes::Bytes>>,
+    uri: &http::Uri,
+    headers: &[(http::HeaderName, http::HeaderValue)],
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<bytes::Bytes, ExportError> {
+    let mut builder = http::Request::post(uri.clone())
+        .header(http::header::CONTENT_TYPE, "application/x-protobuf");
+    for (k, v) in headers {
+        builder = builder.header(k, v);
+    }
+    let request = builder
+        .body(Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| ExportError {
+            message: e.to_string(),
+            retryable: false,
+        })?;
+    let response = tokio::time::timeout(timeout, client.request(request))
+        .await
+        .map_err(|_| ExportError {
+            message: format!("no answer within {timeout:?}"),
+            retryable: true,
+        })?
+        .map_err(|e| ExportError {
+            message: format!("HTTP request failed: {e}"),
+            retryable: true,
+        })?;
+    let status = response.status();
+    let body = tokio::time::timeout(timeout, response.into_body().collect())
+        .await
+        .map_err(|_| ExportError {
+            message: "response body timed out".into(),
+            retryable: true,
+        })?
+        .map_err(|e| ExportError {
+            message: format!("reading response: {e}"),
+            retryable: true,
+        })?
+        .to_bytes();
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(ExportError {
+            retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+            message: format!("HTTP {status}"),
+        })
     }
 }
 

@@ -31,3 +31,10 @@ def big():
 @app.route("/echo", methods=["POST", "PUT"])
 def echo():
     return {"received": len(request.get_data())}
+
+
+@app.route("/login", methods=["POST"])
+def login():
+    resp = Response("welcome")
+    resp.set_cookie("session", "SETCOOKIE-SECRET-31")
+    return resp
