@@ -19,8 +19,9 @@ use crate::{
 
 /// `MSG_PEEK`: the bytes will be read again, so a peek is not a transfer.
 const MSG_PEEK: u64 = 2;
-/// iovecs walked per vectored call; HTTP heads sit in the first few.
-const MAX_IOV: u64 = 8;
+/// iovecs walked per vectored call. gRPC (C-core) writes a frame per slice,
+/// 25 or more to a sendmsg, so the head of a message can sit deep in the array.
+const MAX_IOV: u64 = 64;
 
 #[inline(always)]
 pub fn begin(probe: Probe, fd: u64, buf: u64, iovcnt: u64, vectored: bool, egress: bool) -> u32 {
@@ -134,7 +135,7 @@ fn try_finish(ctx: &TracePointContext) -> Result<u32, u32> {
             let mut left = total;
             let mut i = 0u64;
             while i < MAX_IOV {
-                if i >= active.iovcnt || left == 0 {
+                if i >= active.iovcnt || left == 0 || filled >= seam_common::MAX_CAPTURE {
                     break;
                 }
                 // SAFETY: user iovec read through the helper.

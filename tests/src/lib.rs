@@ -6,6 +6,7 @@ pub mod agent;
 pub mod checkout;
 pub mod otlp;
 pub mod procs;
+pub mod servers;
 pub mod slowfs;
 pub mod spans;
 

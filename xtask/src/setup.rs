@@ -25,6 +25,9 @@ const PIP: &[(&str, &str)] = &[
     ("gunicorn", "gunicorn"),
     ("requests", "requests"),
     ("fuse", "fusepy"),
+    ("psycopg", "psycopg[binary]"),
+    ("redis", "redis"),
+    ("grpc", "grpcio"),
 ];
 
 /// The pinned probe toolchain, from probe-toolchain.toml.

@@ -552,14 +552,26 @@ mod tests {
     }
 
     #[test]
-    fn non_http_connection_produces_nothing() {
+    fn unknown_bytes_produce_nothing_and_redis_is_recognised() {
         let mut t = tracker();
         let mut out = Vec::new();
         t.handle(
-            data(1, 100, Direction::Egress, b"*1\r\n$4\r\nPING\r\n", 10),
+            data(1, 100, Direction::Egress, b"\x00\x01binary\xff", 10),
             &mut out,
         );
-        t.handle(data(1, 100, Direction::Ingress, b"+PONG\r\n", 11), &mut out);
+        t.handle(
+            data(1, 100, Direction::Ingress, b"\x17\x03\x03junk", 11),
+            &mut out,
+        );
         assert!(out.is_empty());
+        t.handle(
+            data(2, 100, Direction::Egress, b"*1\r\n$4\r\nPING\r\n", 12),
+            &mut out,
+        );
+        t.handle(data(2, 100, Direction::Ingress, b"+PONG\r\n", 13), &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(
+            matches!(&out[1], Record::Done { exchange: crate::protocol::Exchange::Redis(x), .. } if x.command.name == "PING")
+        );
     }
 }

@@ -5,6 +5,9 @@
 //! connection and span machinery around them is shared.
 pub mod detect;
 pub mod http1;
+pub mod http2;
+pub mod postgres;
+pub mod redis;
 
 /// Which way bytes moved, from the traced process's point of view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,13 +48,23 @@ pub enum Role {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Http(http1::RequestHead),
+    Http2(http2::H2Request),
+    Postgres(postgres::PgQuery),
+    Redis(redis::RedisCommand),
 }
 
 impl Request {
-    /// A trace-context carrier field (HTTP header), case-insensitive.
+    /// A trace-context carrier field (HTTP header, gRPC metadata),
+    /// case-insensitive. Database protocols carry none.
     pub fn carrier(&self, name: &str) -> Option<&str> {
         match self {
             Request::Http(head) => head.header(name),
+            Request::Http2(r) => r
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str()),
+            Request::Postgres(_) | Request::Redis(_) => None,
         }
     }
 }
@@ -60,6 +73,9 @@ impl Request {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Exchange {
     Http(http1::Exchange),
+    Http2(http2::H2Exchange),
+    Postgres(postgres::PgExchange),
+    Redis(redis::RedisExchange),
 }
 
 impl Exchange {
@@ -67,6 +83,9 @@ impl Exchange {
     pub fn request_start(&self) -> Timing {
         match self {
             Exchange::Http(x) => x.request_start,
+            Exchange::Http2(x) => x.request_start,
+            Exchange::Postgres(x) => x.request_start,
+            Exchange::Redis(x) => x.request_start,
         }
     }
 
@@ -74,6 +93,9 @@ impl Exchange {
     pub fn response_end(&self) -> Timing {
         match self {
             Exchange::Http(x) => x.response_end,
+            Exchange::Http2(x) => x.response_end,
+            Exchange::Postgres(x) => x.response_end,
+            Exchange::Redis(x) => x.response_end,
         }
     }
 }
@@ -155,6 +177,84 @@ impl Parser for http1::Http1Conn {
             orphan_responses: e.orphan_responses,
         }
     }
+}
+
+/// Implements [`Parser`] for a protocol state whose own event type maps onto
+/// [`ProtoEvent`] with `$request` and `$exchange` variants.
+macro_rules! adapt {
+    ($conn:ty, $event:ident, $req_field:ident, $request:ident, $exchange:ident) => {
+        impl Parser for $conn {
+            fn feed(
+                &mut self,
+                dir: Direction,
+                data: &[u8],
+                len: u64,
+                timing: Timing,
+                out: &mut Vec<ProtoEvent>,
+            ) {
+                let mut events = Vec::new();
+                <$conn>::feed(self, dir, data, len, timing, &mut events);
+                out.extend(events.into_iter().map(convert));
+            }
+
+            fn close(&mut self, out: &mut Vec<ProtoEvent>) {
+                let mut events = Vec::new();
+                <$conn>::close(self, &mut events);
+                out.extend(events.into_iter().map(convert));
+            }
+
+            fn requests_direction(&self) -> Option<Direction> {
+                <$conn>::requests_direction(self)
+            }
+
+            fn errors(&self) -> ParseErrors {
+                <$conn>::errors(self)
+            }
+        }
+
+        fn convert(e: $event) -> ProtoEvent {
+            match e {
+                $event::Start {
+                    seq,
+                    $req_field,
+                    start,
+                } => ProtoEvent::Start {
+                    seq,
+                    request: Request::$request($req_field),
+                    start,
+                },
+                $event::Done { seq, exchange } => ProtoEvent::Done {
+                    seq,
+                    exchange: Exchange::$exchange(exchange),
+                },
+                $event::Abandoned { seq } => ProtoEvent::Abandoned { seq },
+            }
+        }
+    };
+}
+
+mod adapt_http2 {
+    use super::{
+        http2::{H2Conn, H2Event},
+        *,
+    };
+    adapt!(H2Conn, H2Event, request, Http2, Http2);
+}
+
+mod adapt_postgres {
+    use super::{
+        postgres::{PgConn, PgEvent},
+        *,
+    };
+    adapt!(PgConn, PgEvent, query, Postgres, Postgres);
+}
+
+mod adapt_redis {
+    use super::{
+        redis::{RedisConn, RedisEvent},
+        *,
+    };
+    adapt!(RedisConn, RedisEvent, command, Redis, Redis);
 }
 
 fn from_http1(e: http1::Http1Event) -> ProtoEvent {

@@ -8,7 +8,7 @@ use crate::{
         redact::{RedactConfig, Redactor},
         route::{RouteConfig, Router, span_name},
     },
-    protocol::{Exchange, Role, http1},
+    protocol::{Exchange, Role, http1, http2, postgres, redis},
     span::{Attributes, SpanKind, Status},
 };
 
@@ -98,7 +98,185 @@ pub fn span_for(
 ) -> (String, SpanKind, Attributes, Status) {
     match x {
         Exchange::Http(x) => http_span(conn, x, shaper),
+        Exchange::Http2(x) if x.request.grpc => grpc_span(conn, x),
+        Exchange::Http2(x) => http_span(conn, &as_http1(x), shaper),
+        Exchange::Postgres(x) => postgres_span(conn, x),
+        Exchange::Redis(x) => redis_span(conn, x),
     }
+}
+
+/// An HTTP/2 exchange in the HTTP/1 shape, so both get the same
+/// attributes (`:authority` stands in for `Host`).
+fn as_http1(x: &http2::H2Exchange) -> http1::Exchange {
+    let mut headers = x.request.headers.clone();
+    if let Some(a) = &x.request.authority {
+        headers.push(("host".to_string(), a.clone()));
+    }
+    http1::Exchange {
+        seq: x.seq,
+        request: http1::RequestHead {
+            method: x
+                .request
+                .method
+                .clone()
+                .unwrap_or_else(|| "_OTHER".to_string()),
+            target: x.request.path.clone().unwrap_or_default(),
+            version: "2",
+            headers,
+        },
+        response: http1::ResponseHead {
+            status: x.status.unwrap_or(0),
+            version: "2",
+            headers: x.response_headers.clone(),
+        },
+        request_start: x.request_start,
+        request_end: x.request_end,
+        response_start: x.response_start,
+        response_end: x.response_end,
+        request_body_len: x.request_body_len,
+        response_body_len: x.response_body_len,
+        end_inferred: false,
+    }
+}
+
+/// `server.address`/`server.port` and `network.peer.*` of a connection: the
+/// peer for clients, the local end for servers.
+fn set_endpoints(a: &mut Attributes, conn: &ConnMeta) {
+    let Some(e) = conn.endpoints else {
+        return;
+    };
+    a.set("network.peer.address", e.peer.ip().to_string());
+    a.set("network.peer.port", e.peer.port() as i64);
+    let server = match conn.role {
+        Role::Client => e.peer,
+        Role::Server => e.local,
+    };
+    a.set("server.address", server.ip().to_string());
+    a.set("server.port", server.port() as i64);
+    if conn.role == Role::Server {
+        a.set("client.address", e.peer.ip().to_string());
+        a.set("client.port", e.peer.port() as i64);
+    }
+}
+
+fn kind_of(conn: &ConnMeta) -> SpanKind {
+    match conn.role {
+        Role::Client => SpanKind::Client,
+        Role::Server => SpanKind::Server,
+    }
+}
+
+/// gRPC status codes a server reports as its own error (semconv: the rest
+/// are the caller's problem).
+const GRPC_SERVER_ERRORS: &[u32] = &[2, 4, 12, 13, 14, 15];
+
+/// A gRPC call (https://opentelemetry.io/docs/specs/semconv/rpc/grpc/).
+fn grpc_span(conn: &ConnMeta, x: &http2::H2Exchange) -> (String, SpanKind, Attributes, Status) {
+    let mut a = Attributes::default();
+    a.set("rpc.system", "grpc");
+    let path = x.request.path.clone().unwrap_or_default();
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .map(|(s, m)| (s.to_string(), m.to_string()))
+        .unwrap_or_default();
+    if !service.is_empty() {
+        a.set("rpc.service", service.as_str());
+        a.set("rpc.method", method.as_str());
+    }
+    set_endpoints(&mut a, conn);
+    a.set("network.protocol.name", "http");
+    a.set("network.protocol.version", "2");
+    a.set("network.transport", "tcp");
+    // A reset stream has no status; CANCELLED is what gRPC makes of it.
+    let code = x.grpc_status.or(x.reset.map(|_| 1));
+    if let Some(code) = code {
+        a.set("rpc.grpc.status_code", code as i64);
+    }
+    if x.request.incomplete_headers || x.incomplete_headers {
+        a.set("seam.headers_incomplete", true);
+    }
+    let error = match (conn.role, code) {
+        (_, None) => true,
+        (Role::Server, Some(c)) => GRPC_SERVER_ERRORS.contains(&c),
+        (Role::Client, Some(c)) => c != 0,
+    };
+    if error {
+        a.set(
+            "error.type",
+            code.map_or("unknown".to_string(), |c| c.to_string()),
+        );
+    }
+    let name = if service.is_empty() {
+        "grpc".to_string()
+    } else {
+        format!("{service}/{method}")
+    };
+    (
+        name,
+        kind_of(conn),
+        a,
+        if error { Status::Error } else { Status::Unset },
+    )
+}
+
+/// A PostgreSQL query (https://opentelemetry.io/docs/specs/semconv/database/postgresql/).
+fn postgres_span(
+    conn: &ConnMeta,
+    x: &postgres::PgExchange,
+) -> (String, SpanKind, Attributes, Status) {
+    let mut a = Attributes::default();
+    a.set("db.system.name", "postgresql");
+    if let Some(ns) = &x.query.namespace {
+        a.set("db.namespace", ns.as_str());
+    }
+    if let Some(op) = &x.query.operation {
+        a.set("db.operation.name", op.as_str());
+    }
+    if !x.query.text.is_empty() {
+        a.set("db.query.text", x.query.text.as_str());
+    }
+    if let Some(rows) = x.rows {
+        a.set("db.response.returned_rows", rows as i64);
+    }
+    set_endpoints(&mut a, conn);
+    a.set("network.transport", "tcp");
+    let status = match &x.error {
+        Some(e) => {
+            a.set("db.response.status_code", e.code.as_str());
+            a.set("error.type", e.code.as_str());
+            Status::Error
+        }
+        None => Status::Unset,
+    };
+    let name = match (&x.query.operation, &x.query.namespace) {
+        (Some(op), Some(ns)) => format!("{op} {ns}"),
+        (Some(op), None) => op.clone(),
+        (None, Some(ns)) => ns.clone(),
+        (None, None) => "postgresql".to_string(),
+    };
+    (name, kind_of(conn), a, status)
+}
+
+/// A Redis command (https://opentelemetry.io/docs/specs/semconv/database/redis/);
+/// argument values are never kept.
+fn redis_span(conn: &ConnMeta, x: &redis::RedisExchange) -> (String, SpanKind, Attributes, Status) {
+    let mut a = Attributes::default();
+    a.set("db.system.name", "redis");
+    a.set("db.operation.name", x.command.name.as_str());
+    if let Some(db) = x.command.database {
+        a.set("db.namespace", db.to_string());
+    }
+    set_endpoints(&mut a, conn);
+    a.set("network.transport", "tcp");
+    let status = match &x.error {
+        Some(e) => {
+            a.set("error.type", e.as_str());
+            Status::Error
+        }
+        None => Status::Unset,
+    };
+    (x.command.name.clone(), kind_of(conn), a, status)
 }
 
 /// An HTTP exchange's span.

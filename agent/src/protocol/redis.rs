@@ -1,0 +1,1908 @@
+//! Redis serialization protocol (RESP2 and RESP3) over one connection, from
+//! what the probes saw: for each transfer a captured prefix of its bytes and
+//! its full length. Bulk payloads carry their length, so bytes past a capture
+//! are skipped by counting; any other byte past a capture (a type byte, a
+//! length line) loses framing, and that direction then waits for a transfer
+//! that begins with a plausible command or reply. The server answers every
+//! command with exactly one reply, in order, so commands and replies pair
+//! first in, first out; push messages are not replies and are skipped. Modes
+//! where that stops holding (RESP2 pub/sub, MONITOR, CLIENT REPLY, replication)
+//! end parsing of the connection rather than risk pairing wrongly.
+use std::collections::VecDeque;
+
+use super::{Direction, ParseErrors, Timing};
+
+/// Deepest nesting of aggregates accepted.
+const MAX_DEPTH: usize = 64;
+/// Longest length or count line: an i64 and its CRLF fit.
+const MAX_HEADER_LINE: u64 = 24;
+/// Longest simple string, error, double or big number line accepted.
+const MAX_LINE: u64 = 1 << 20;
+/// Longest inline command accepted (the server's own limit).
+const MAX_INLINE: usize = 64 * 1024;
+/// Bytes kept of a command name, first argument or error.
+const WORD_KEEP: usize = 64;
+/// Largest bulk length or element count taken as sane.
+const MAX_BULK: i64 = 1 << 40;
+const MAX_COUNT: i64 = i32::MAX as i64;
+/// Commands waiting for replies; beyond that the oldest are abandoned (while
+/// still counted, so pairing stays right).
+const MAX_PENDING: usize = 1024;
+/// Bytes held back while the start of a stream is too short to judge.
+const HOLD_MAX: usize = 512;
+
+/// Commands whose first argument names a subcommand.
+#[rustfmt::skip]
+const CONTAINERS: &[&str] = &[
+    "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY", "MEMORY",
+    "MODULE", "OBJECT", "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
+];
+
+/// Redis commands (sorted). Judging bytes of unknown framing, an inline
+/// command, or an array whose first string is to prove the bytes are
+/// commands and not a reply, must name one of these (or a module command).
+#[rustfmt::skip]
+const KNOWN_COMMANDS: &[&str] = &[
+    "ACL", "APPEND", "ASKING", "AUTH", "BGREWRITEAOF", "BGSAVE", "BITCOUNT", "BITFIELD",
+    "BITFIELD_RO", "BITOP", "BITPOS", "BLMOVE", "BLMPOP", "BLPOP", "BRPOP", "BRPOPLPUSH", "BZMPOP",
+    "BZPOPMAX", "BZPOPMIN", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "COPY", "DBSIZE", "DEBUG",
+    "DECR", "DECRBY", "DEL", "DISCARD", "DUMP", "ECHO", "EVAL", "EVALSHA", "EVALSHA_RO", "EVAL_RO",
+    "EXEC", "EXISTS", "EXPIRE", "EXPIREAT", "EXPIRETIME", "FAILOVER", "FCALL", "FCALL_RO",
+    "FLUSHALL", "FLUSHDB", "FUNCTION", "GEOADD", "GEODIST", "GEOHASH", "GEOPOS", "GEORADIUS",
+    "GEORADIUSBYMEMBER", "GEORADIUSBYMEMBER_RO", "GEORADIUS_RO", "GEOSEARCH", "GEOSEARCHSTORE",
+    "GET", "GETBIT", "GETDEL", "GETEX", "GETRANGE", "GETSET", "HDEL", "HELLO", "HEXISTS",
+    "HEXPIRE", "HGET", "HGETALL", "HINCRBY", "HINCRBYFLOAT", "HKEYS", "HLEN", "HMGET", "HMSET",
+    "HRANDFIELD", "HSCAN", "HSET", "HSETNX", "HSTRLEN", "HVALS", "INCR", "INCRBY", "INCRBYFLOAT",
+    "INFO", "KEYS", "LASTSAVE", "LATENCY", "LCS", "LINDEX", "LINSERT", "LLEN", "LMOVE", "LMPOP",
+    "LPOP", "LPOS", "LPUSH", "LPUSHX", "LRANGE", "LREM", "LSET", "LTRIM", "MEMORY", "MGET",
+    "MIGRATE", "MODULE", "MONITOR", "MOVE", "MSET", "MSETNX", "MULTI", "OBJECT", "PERSIST",
+    "PEXPIRE", "PEXPIREAT", "PEXPIRETIME", "PFADD", "PFCOUNT", "PFMERGE", "PING", "PSETEX",
+    "PSUBSCRIBE", "PSYNC", "PTTL", "PUBLISH", "PUBSUB", "PUNSUBSCRIBE", "QUIT", "RANDOMKEY",
+    "READONLY", "READWRITE", "RENAME", "RENAMENX", "REPLCONF", "REPLICAOF", "RESET", "RESTORE",
+    "ROLE", "RPOP", "RPOPLPUSH", "RPUSH", "RPUSHX", "SADD", "SAVE", "SCAN", "SCARD", "SCRIPT",
+    "SDIFF", "SDIFFSTORE", "SELECT", "SET", "SETBIT", "SETEX", "SETNX", "SETRANGE", "SHUTDOWN",
+    "SINTER", "SINTERCARD", "SINTERSTORE", "SISMEMBER", "SLAVEOF", "SLOWLOG", "SMEMBERS",
+    "SMISMEMBER", "SMOVE", "SORT", "SORT_RO", "SPOP", "SPUBLISH", "SRANDMEMBER", "SREM", "SSCAN",
+    "SSUBSCRIBE", "STRLEN", "SUBSCRIBE", "SUBSTR", "SUNION", "SUNIONSTORE", "SUNSUBSCRIBE",
+    "SWAPDB", "SYNC", "TIME", "TOUCH", "TTL", "TYPE", "UNLINK", "UNSUBSCRIBE", "UNWATCH", "WAIT",
+    "WAITAOF", "WATCH", "XACK", "XADD", "XAUTOCLAIM", "XCLAIM", "XDEL", "XGROUP", "XINFO", "XLEN",
+    "XPENDING", "XRANGE", "XREAD", "XREADGROUP", "XREVRANGE", "XSETID", "XTRIM", "ZADD", "ZCARD",
+    "ZCOUNT", "ZDIFF", "ZDIFFSTORE", "ZINCRBY", "ZINTER", "ZINTERCARD", "ZINTERSTORE", "ZLEXCOUNT",
+    "ZMPOP", "ZMSCORE", "ZPOPMAX", "ZPOPMIN", "ZRANDMEMBER", "ZRANGE", "ZRANGEBYLEX",
+    "ZRANGEBYSCORE", "ZRANGESTORE", "ZRANK", "ZREM", "ZREMRANGEBYLEX", "ZREMRANGEBYRANK",
+    "ZREMRANGEBYSCORE", "ZREVRANGE", "ZREVRANGEBYLEX", "ZREVRANGEBYSCORE", "ZREVRANK", "ZSCAN",
+    "ZSCORE", "ZUNION", "ZUNIONSTORE",
+];
+
+/// Whether `data` begins a command: a RESP array of bulk strings (or a prefix
+/// of one at least 4 bytes long), or an inline command of a known name. An
+/// HTTP/1 request line is not one.
+pub fn looks_like_command(data: &[u8]) -> bool {
+    match check_start(true, false, data) {
+        Verdict::Yes => true,
+        Verdict::Short => data.len() >= 4 && data[0] == b'*',
+        Verdict::No => false,
+    }
+}
+
+/// What one connection revealed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisEvent {
+    /// A command is complete; `start` is its first transfer.
+    Start {
+        seq: u64,
+        command: RedisCommand,
+        start: Timing,
+    },
+    /// A command and its reply are complete.
+    Done { seq: u64, exchange: RedisExchange },
+    /// A command will get no reply seen by seam.
+    Abandoned { seq: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisCommand {
+    /// Upper-cased; with the subcommand for container commands (`CONFIG GET`).
+    pub name: String,
+    /// Arguments after the name; their values are never kept.
+    pub args: u32,
+    /// Database chosen by the last SELECT seen on the connection.
+    pub database: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisExchange {
+    pub seq: u64,
+    pub command: RedisCommand,
+    pub request_start: Timing,
+    pub request_end: Timing,
+    pub response_start: Timing,
+    pub response_end: Timing,
+    /// First word of an error reply (`ERR`, `WRONGTYPE`), never the message.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Requests = 0,
+    Responses = 1,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Yes,
+    No,
+    /// Consistent so far, but too short to tell.
+    Short,
+}
+
+/// The bytes are not RESP as expected here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Bad;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Tok {
+    /// A type byte.
+    #[default]
+    Type,
+    /// The rest of a line after type byte `.0`.
+    Line(u8),
+    /// Payload bytes of a bulk value.
+    Bulk(u64),
+    /// Bytes of the CRLF after a payload still to come.
+    Crlf(u8),
+    /// A command in inline form, up to its newline.
+    Inline,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Aggregate {
+    left: u64,
+    /// Attributes describe the value after them and are not values.
+    attribute: bool,
+}
+
+/// Something complete in a stream.
+#[derive(Debug)]
+enum Item {
+    Command {
+        /// Upper-cased command name.
+        name: String,
+        /// Upper-cased subcommand, if the first argument looks like one.
+        sub: Option<String>,
+        /// First bytes of the first argument.
+        arg1: Vec<u8>,
+        /// Elements, the name included.
+        count: u64,
+        start: Timing,
+        end: Timing,
+    },
+    Reply {
+        error: Option<String>,
+        start: Timing,
+        end: Timing,
+    },
+    Push,
+}
+
+/// Incremental RESP reader for one direction.
+#[derive(Debug, Default)]
+struct Reader {
+    /// Framing known; otherwise waiting for a transfer that begins a value.
+    synced: bool,
+    /// Judging bytes of unknown framing: inline commands must have known names.
+    strict: bool,
+    /// Deciding which direction carries commands: so must array commands.
+    decide: bool,
+    tok: Tok,
+    /// First bytes of the current line (all of it for inline commands).
+    line: Vec<u8>,
+    line_len: u64,
+    /// The line's last byte so far was CR.
+    cr: bool,
+    stack: Vec<Aggregate>,
+    /// Type of the top-level value being read (0 until its type byte).
+    top: u8,
+    start: Option<Timing>,
+    /// Elements of the command being read, and how many are complete.
+    elements: u64,
+    done_elements: u64,
+    /// First bytes of the command's name and first argument, and their lengths.
+    words: [Vec<u8>; 2],
+    word_len: [u64; 2],
+    error: Option<String>,
+    /// A first value was seen to be well formed.
+    checked: bool,
+}
+
+impl Reader {
+    fn reset(&mut self) {
+        *self = Reader {
+            strict: self.strict,
+            decide: self.decide,
+            synced: self.synced,
+            line: std::mem::take(&mut self.line),
+            ..Reader::default()
+        };
+        self.line.clear();
+    }
+
+    /// Reads captured bytes.
+    fn feed(
+        &mut self,
+        requests: bool,
+        data: &[u8],
+        timing: Timing,
+        items: &mut Vec<Item>,
+    ) -> Result<(), Bad> {
+        let mut pos = 0;
+        while pos < data.len() {
+            match self.tok {
+                Tok::Type => {
+                    let b = data[pos];
+                    pos += 1;
+                    self.begin(requests, b, timing)?;
+                }
+                Tok::Line(_) | Tok::Inline => {
+                    let rest = &data[pos..];
+                    let newline = rest.iter().position(|&c| c == b'\n');
+                    let chunk = &rest[..newline.unwrap_or(rest.len())];
+                    pos += chunk.len() + usize::from(newline.is_some());
+                    self.add_to_line(chunk)?;
+                    if newline.is_some() {
+                        self.end_line(requests, timing, items)?;
+                    }
+                }
+                Tok::Bulk(left) => {
+                    let take = left.min((data.len() - pos) as u64) as usize;
+                    self.keep_payload(requests, &data[pos..pos + take], take as u64);
+                    pos += take;
+                    self.tok = if left == take as u64 {
+                        Tok::Crlf(2)
+                    } else {
+                        Tok::Bulk(left - take as u64)
+                    };
+                }
+                Tok::Crlf(k) => {
+                    let want = if k == 2 { b'\r' } else { b'\n' };
+                    if data[pos] != want {
+                        return Err(Bad);
+                    }
+                    pos += 1;
+                    if k == 2 {
+                        self.tok = Tok::Crlf(1);
+                    } else {
+                        self.value_done(requests, timing, items)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Accounts for `n` bytes that were not captured.
+    fn skip(
+        &mut self,
+        requests: bool,
+        mut n: u64,
+        timing: Timing,
+        items: &mut Vec<Item>,
+    ) -> Result<(), Bad> {
+        while n > 0 {
+            match self.tok {
+                Tok::Bulk(left) => {
+                    let take = left.min(n);
+                    self.keep_payload(requests, &[], take);
+                    n -= take;
+                    self.tok = if left == take {
+                        Tok::Crlf(2)
+                    } else {
+                        Tok::Bulk(left - take)
+                    };
+                }
+                Tok::Crlf(k) => {
+                    let take = u64::from(k).min(n);
+                    n -= take;
+                    if take == u64::from(k) {
+                        self.value_done(requests, timing, items)?;
+                    } else {
+                        self.tok = Tok::Crlf(k - take as u8);
+                    }
+                }
+                // Unseen bytes where a type byte or a line should be.
+                Tok::Type | Tok::Line(_) | Tok::Inline => return Err(Bad),
+            }
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self, requests: bool, b: u8, timing: Timing) -> Result<(), Bad> {
+        let depth = self.stack.len();
+        if depth == 0 && self.start.is_none() {
+            self.start = Some(timing);
+        }
+        if requests {
+            if depth == 0 {
+                match b {
+                    b'*' => {}
+                    // Blank lines between inline commands.
+                    b'\r' | b'\n' => {
+                        self.start = None;
+                        return Ok(());
+                    }
+                    b if b.is_ascii_alphabetic() => {
+                        self.tok = Tok::Inline;
+                        self.line.clear();
+                        self.line.push(b);
+                        self.line_len = 1;
+                        self.cr = false;
+                        return Ok(());
+                    }
+                    _ => return Err(Bad),
+                }
+            } else if b != b'$' {
+                return Err(Bad);
+            }
+        } else if !b"+-:$*_,#!=(%~>|".contains(&b) {
+            return Err(Bad);
+        }
+        if depth == 0 && b != b'|' {
+            self.top = b;
+        }
+        self.tok = Tok::Line(b);
+        self.line.clear();
+        self.line_len = 0;
+        self.cr = false;
+        Ok(())
+    }
+
+    fn add_to_line(&mut self, chunk: &[u8]) -> Result<(), Bad> {
+        let Some(&last) = chunk.last() else {
+            return Ok(());
+        };
+        self.line_len += chunk.len() as u64;
+        let (keep, limit) = match self.tok {
+            Tok::Inline => (MAX_INLINE, MAX_INLINE as u64),
+            Tok::Line(b'+' | b'-' | b',' | b'(') => (WORD_KEEP, MAX_LINE),
+            Tok::Line(b'#' | b'_') => (WORD_KEEP, 2),
+            _ => {
+                // Lengths and counts: digits, a sign, `?` for streamed values.
+                let numeric = |c: &u8| c.is_ascii_digit() || matches!(c, b'-' | b'?' | b'\r');
+                if !chunk.iter().all(numeric) {
+                    return Err(Bad);
+                }
+                (WORD_KEEP, MAX_HEADER_LINE)
+            }
+        };
+        if self.line_len > limit {
+            return Err(Bad);
+        }
+        let room = keep.saturating_sub(self.line.len()).min(chunk.len());
+        self.line.extend_from_slice(&chunk[..room]);
+        self.cr = last == b'\r';
+        Ok(())
+    }
+
+    fn end_line(
+        &mut self,
+        requests: bool,
+        timing: Timing,
+        items: &mut Vec<Item>,
+    ) -> Result<(), Bad> {
+        if self.tok == Tok::Inline {
+            return self.end_inline(timing, items);
+        }
+        let Tok::Line(ty) = self.tok else {
+            return Err(Bad);
+        };
+        if !self.cr {
+            return Err(Bad);
+        }
+        let content_len = (self.line_len - 1).min(self.line.len() as u64) as usize;
+        let content = &self.line[..content_len];
+        match ty {
+            b'+' | b',' | b'(' => {}
+            b'-' => {
+                if self.stack.is_empty() {
+                    self.error = Some(error_kind(content));
+                }
+            }
+            b':' => {
+                number(content)?;
+            }
+            b'#' => ensure(content == b"t" || content == b"f")?,
+            b'_' => ensure(content.is_empty())?,
+            b'$' | b'!' | b'=' => {
+                let n = number(content)?;
+                if n == -1 && ty == b'$' {
+                    self.checked = true;
+                    return self.value_done(requests, timing, items);
+                }
+                // Streamed strings (`$?`) are not supported: no number.
+                ensure((0..=MAX_BULK).contains(&n))?;
+                self.checked = self.checked || !requests;
+                self.tok = if n == 0 {
+                    Tok::Crlf(2)
+                } else {
+                    Tok::Bulk(n as u64)
+                };
+                return Ok(());
+            }
+            b'*' | b'%' | b'~' | b'>' | b'|' => {
+                let n = number(content)?;
+                self.checked = self.checked || !requests;
+                if n == -1 && ty == b'*' {
+                    return self.value_done(requests, timing, items);
+                }
+                ensure((0..=MAX_COUNT).contains(&n))?;
+                let n = n as u64;
+                let count = if matches!(ty, b'%' | b'|') { 2 * n } else { n };
+                if requests {
+                    self.elements = n;
+                }
+                if count == 0 {
+                    if ty == b'|' {
+                        self.tok = Tok::Type;
+                        return Ok(());
+                    }
+                    return self.value_done(requests, timing, items);
+                }
+                ensure(self.stack.len() < MAX_DEPTH)?;
+                self.stack.push(Aggregate {
+                    left: count,
+                    attribute: ty == b'|',
+                });
+                self.tok = Tok::Type;
+                return Ok(());
+            }
+            _ => return Err(Bad),
+        }
+        self.checked = true;
+        self.value_done(requests, timing, items)
+    }
+
+    fn end_inline(&mut self, timing: Timing, items: &mut Vec<Item>) -> Result<(), Bad> {
+        let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
+        let mut tokens = line
+            .split(u8::is_ascii_whitespace)
+            .filter(|t| !t.is_empty());
+        let Some(first) = tokens.next() else {
+            self.reset();
+            return Ok(());
+        };
+        ensure(command_token(first))?;
+        let name = String::from_utf8_lossy(first).to_ascii_uppercase();
+        if self.strict {
+            // `GET /path HTTP/1.1` is an HTTP request, not an inline GET.
+            let http = line.windows(6).any(|w| w == b" HTTP/");
+            ensure(known_command(&name) && !http)?;
+        }
+        let second = tokens.next();
+        let count = 1 + u64::from(second.is_some()) + tokens.count() as u64;
+        let second = second.unwrap_or_default();
+        items.push(Item::Command {
+            sub: subcommand(second),
+            arg1: second[..second.len().min(WORD_KEEP)].to_vec(),
+            name,
+            count,
+            start: self.start.unwrap_or(timing),
+            end: timing,
+        });
+        self.reset();
+        self.checked = true;
+        Ok(())
+    }
+
+    /// Keeps the first bytes of payloads that matter: a command's name and
+    /// first argument, and a top-level blob error.
+    fn keep_payload(&mut self, requests: bool, bytes: &[u8], n: u64) {
+        let word = if requests && self.stack.len() == 1 && self.done_elements < 2 {
+            Some(self.done_elements as usize)
+        } else if !requests && self.stack.is_empty() && self.top == b'!' {
+            Some(0)
+        } else {
+            None
+        };
+        if let Some(i) = word {
+            let w = &mut self.words[i];
+            let room = WORD_KEEP.saturating_sub(w.len()).min(bytes.len());
+            w.extend_from_slice(&bytes[..room]);
+            self.word_len[i] += n;
+        }
+    }
+
+    fn value_done(
+        &mut self,
+        requests: bool,
+        timing: Timing,
+        items: &mut Vec<Item>,
+    ) -> Result<(), Bad> {
+        self.tok = Tok::Type;
+        loop {
+            let depth = self.stack.len();
+            let Some(parent) = self.stack.last_mut() else {
+                return self.top_done(requests, timing, items);
+            };
+            parent.left -= 1;
+            let left = parent.left;
+            if requests && depth == 1 {
+                self.done_elements += 1;
+                if self.done_elements == 1 {
+                    let name = &self.words[0];
+                    ensure(self.word_len[0] == name.len() as u64 && command_token(name))?;
+                    if self.decide {
+                        ensure(known_command(
+                            &String::from_utf8_lossy(name).to_ascii_uppercase(),
+                        ))?;
+                    }
+                    self.checked = true;
+                }
+            }
+            if left > 0 {
+                return Ok(());
+            }
+            if self.stack.pop().is_some_and(|a| a.attribute) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A top-level value is complete.
+    fn top_done(
+        &mut self,
+        requests: bool,
+        timing: Timing,
+        items: &mut Vec<Item>,
+    ) -> Result<(), Bad> {
+        let start = self.start.unwrap_or(timing);
+        if requests {
+            // An empty array is no command: the server ignores it.
+            if self.elements > 0 {
+                let arg1 = &self.words[1];
+                let whole = self.word_len[1] == arg1.len() as u64;
+                items.push(Item::Command {
+                    name: String::from_utf8_lossy(&self.words[0]).to_ascii_uppercase(),
+                    sub: subcommand(arg1).filter(|_| whole),
+                    arg1: arg1.clone(),
+                    count: self.elements,
+                    start,
+                    end: timing,
+                });
+            }
+        } else if self.top == b'>' {
+            items.push(Item::Push);
+        } else {
+            let error = match self.top {
+                b'!' => Some(error_kind(&self.words[0])),
+                _ => self.error.take(),
+            };
+            items.push(Item::Reply {
+                error,
+                start,
+                end: timing,
+            });
+        }
+        let checked = self.checked;
+        self.reset();
+        self.checked = checked;
+        Ok(())
+    }
+}
+
+fn ensure(ok: bool) -> Result<(), Bad> {
+    if ok { Ok(()) } else { Err(Bad) }
+}
+
+fn number(s: &[u8]) -> Result<i64, Bad> {
+    std::str::from_utf8(s)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(Bad)
+}
+
+/// A command name: ASCII, a letter first, module commands' dots allowed.
+fn command_token(w: &[u8]) -> bool {
+    (1..=WORD_KEEP).contains(&w.len())
+        && w[0].is_ascii_alphabetic()
+        && w.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Whether an upper-cased name is a Redis command or looks like a module's
+/// (`JSON.GET`, `FT.SEARCH`).
+fn known_command(name: &str) -> bool {
+    KNOWN_COMMANDS.binary_search(&name).is_ok()
+        || name.split_once('.').is_some_and(|(module, command)| {
+            (1..=8).contains(&module.len())
+                && module.bytes().all(|b| b.is_ascii_alphabetic())
+                && command
+                    .bytes()
+                    .all(|b| b.is_ascii_alphabetic() || b == b'_')
+        })
+}
+
+/// A first argument that reads as a subcommand keyword, upper-cased.
+fn subcommand(w: &[u8]) -> Option<String> {
+    let ok = (1..=32).contains(&w.len())
+        && w[0].is_ascii_alphabetic()
+        && w.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    ok.then(|| String::from_utf8_lossy(w).to_ascii_uppercase())
+}
+
+/// The error code that starts an error message (by convention an upper-case
+/// word); `ERR` when the message does not start with a word.
+fn error_kind(message: &[u8]) -> String {
+    let word = message.split(|&b| b == b' ').next().unwrap_or_default();
+    let ok = (1..=32).contains(&word.len())
+        && word
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'));
+    if ok {
+        String::from_utf8_lossy(word).into_owned()
+    } else {
+        "ERR".to_owned()
+    }
+}
+
+/// Judges the start of a stream: a well-formed first command (or reply),
+/// with the rest of the captured bytes consistent.
+fn check_start(requests: bool, decide: bool, data: &[u8]) -> Verdict {
+    let mut reader = Reader {
+        strict: true,
+        decide,
+        ..Reader::default()
+    };
+    let mut items = Vec::new();
+    match reader.feed(requests, data, Timing::default(), &mut items) {
+        Err(Bad) => Verdict::No,
+        Ok(()) if reader.checked => Verdict::Yes,
+        Ok(()) => Verdict::Short,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Requests,
+    Responses,
+    Maybe,
+    No,
+}
+
+/// What the first bytes of a stream of unknown direction are. An array of
+/// bulk strings may be a command or a reply: it is a command only if its
+/// first string names a known command.
+fn classify(data: &[u8]) -> Class {
+    match check_start(true, true, data) {
+        Verdict::Yes => return Class::Requests,
+        Verdict::Short => return Class::Maybe,
+        Verdict::No => {}
+    }
+    match check_start(false, false, data) {
+        Verdict::Yes => Class::Responses,
+        Verdict::Short => Class::Maybe,
+        Verdict::No => Class::No,
+    }
+}
+
+#[derive(Debug)]
+struct Waiting {
+    seq: u64,
+    command: RedisCommand,
+    start: Timing,
+    end: Timing,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Command(Box<Waiting>),
+    /// Commands still owed a reply that make no span (dropped over the limit).
+    Silent(u64),
+    /// After this command replies no longer pair with commands.
+    Stop,
+}
+
+/// Bytes at the start of a stream held back until they can be judged.
+#[derive(Debug, Default)]
+struct Held {
+    bytes: Vec<u8>,
+    timing: Timing,
+}
+
+/// Redis state of one TCP connection, as seen from one process.
+#[derive(Debug, Default)]
+pub struct RedisConn {
+    requests_dir: Option<Direction>,
+    /// Indexed by [`Direction`].
+    held: [Held; 2],
+    /// Indexed by [`Side`].
+    readers: [Reader; 2],
+    pending: VecDeque<Slot>,
+    next_seq: u64,
+    desyncs: u64,
+    orphan_responses: u64,
+    database: Option<u32>,
+    /// The connection speaks RESP3, where pub/sub messages are pushes.
+    resp3: bool,
+    /// Replies can no longer be paired with commands; nothing is parsed.
+    stopped: bool,
+}
+
+impl RedisConn {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Direction that carries commands, once the bytes told.
+    pub fn requests_direction(&self) -> Option<Direction> {
+        self.requests_dir
+    }
+
+    pub fn errors(&self) -> ParseErrors {
+        ParseErrors {
+            desyncs: self.desyncs,
+            orphan_responses: self.orphan_responses,
+        }
+    }
+
+    /// Feeds one transfer: `data` is its captured prefix, `len` its full length.
+    pub fn feed(
+        &mut self,
+        dir: Direction,
+        data: &[u8],
+        len: u64,
+        timing: Timing,
+        out: &mut Vec<RedisEvent>,
+    ) {
+        let len = len.max(data.len() as u64);
+        if self.stopped {
+            return;
+        }
+        let side = match self.requests_dir {
+            Some(req) if req == dir => Side::Requests,
+            Some(_) => Side::Responses,
+            None => {
+                let Some((probe, first, class)) = self.hold(dir, data, len, timing, classify)
+                else {
+                    return;
+                };
+                let side = if class == Class::Responses {
+                    self.requests_dir = Some(dir.opposite());
+                    Side::Responses
+                } else {
+                    self.requests_dir = Some(dir);
+                    Side::Requests
+                };
+                self.held = Default::default();
+                self.readers[side as usize].synced = true;
+                self.replay(side, &probe, data, first, len, timing, out);
+                return;
+            }
+        };
+        // Each stream begins (and resumes after losing framing) only at a
+        // transfer that begins a value.
+        if !self.readers[side as usize].synced {
+            let requests = side == Side::Requests;
+            let judge = move |bytes: &[u8]| match check_start(requests, false, bytes) {
+                Verdict::Yes if requests => Class::Requests,
+                Verdict::Yes => Class::Responses,
+                Verdict::Short => Class::Maybe,
+                Verdict::No => Class::No,
+            };
+            let Some((probe, first, _)) = self.hold(dir, data, len, timing, judge) else {
+                return;
+            };
+            self.held[dir as usize] = Held::default();
+            self.readers[side as usize].reset();
+            self.readers[side as usize].synced = true;
+            self.replay(side, &probe, data, first, len, timing, out);
+            return;
+        }
+        self.feed_stream(side, data, len, timing, out);
+    }
+
+    /// The connection closed: whatever waits for a reply is abandoned.
+    pub fn close(&mut self, out: &mut Vec<RedisEvent>) {
+        self.abandon_all(out);
+    }
+
+    /// Adds a transfer to the bytes held for `dir` and judges them: returns
+    /// them (earlier transfers' bytes followed by this one's) once they begin a
+    /// value, keeps them while they might, and drops them otherwise.
+    fn hold(
+        &mut self,
+        dir: Direction,
+        data: &[u8],
+        len: u64,
+        timing: Timing,
+        judge: impl Fn(&[u8]) -> Class,
+    ) -> Option<(Vec<u8>, Timing, Class)> {
+        let held = &mut self.held[dir as usize];
+        let mut probe = std::mem::take(&mut held.bytes);
+        let earlier = !probe.is_empty();
+        let first = if earlier { held.timing } else { timing };
+        probe.extend_from_slice(&data[..data.len().min(HOLD_MAX)]);
+        match judge(&probe) {
+            Class::Maybe => {
+                if len == data.len() as u64 && probe.len() < HOLD_MAX {
+                    held.bytes = probe;
+                    held.timing = first;
+                }
+                None
+            }
+            // What was held only looked like a start: this transfer may
+            // still be one on its own.
+            Class::No if earlier => self.hold(dir, data, len, timing, judge),
+            Class::No => None,
+            class => Some((probe, first, class)),
+        }
+    }
+
+    /// Feeds bytes held from earlier transfers (the part of `probe` before
+    /// this transfer's), then this transfer.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "two transfers' bytes and timings"
+    )]
+    fn replay(
+        &mut self,
+        side: Side,
+        probe: &[u8],
+        data: &[u8],
+        first: Timing,
+        len: u64,
+        timing: Timing,
+        out: &mut Vec<RedisEvent>,
+    ) {
+        let earlier = probe.len() - data.len().min(HOLD_MAX);
+        if earlier > 0 {
+            self.feed_stream(side, &probe[..earlier], earlier as u64, first, out);
+        }
+        if self.readers[side as usize].synced && !self.stopped {
+            self.feed_stream(side, data, len, timing, out);
+        }
+    }
+
+    fn feed_stream(
+        &mut self,
+        side: Side,
+        data: &[u8],
+        len: u64,
+        timing: Timing,
+        out: &mut Vec<RedisEvent>,
+    ) {
+        let requests = side == Side::Requests;
+        let reader = &mut self.readers[side as usize];
+        let mut items = Vec::new();
+        let result = reader
+            .feed(requests, data, timing, &mut items)
+            .and_then(|()| reader.skip(requests, len - data.len() as u64, timing, &mut items));
+        for item in items {
+            if self.stopped {
+                return;
+            }
+            self.on_item(item, out);
+        }
+        if result.is_err() && !self.stopped {
+            self.lose(side, out);
+        }
+    }
+
+    fn lose(&mut self, side: Side, out: &mut Vec<RedisEvent>) {
+        let reader = &mut self.readers[side as usize];
+        if reader.synced {
+            self.desyncs += 1;
+        }
+        reader.synced = false;
+        reader.reset();
+        if let Some(dir) = self.requests_dir {
+            let dir = if side == Side::Requests {
+                dir
+            } else {
+                dir.opposite()
+            };
+            self.held[dir as usize] = Held::default();
+        }
+        // A lost command stream only loses the command being read; commands
+        // already complete still get their replies. A lost reply stream
+        // leaves no way to tell which reply is whose.
+        if side == Side::Responses {
+            if self.pending.iter().any(|s| matches!(s, Slot::Stop)) {
+                self.stopped = true;
+            }
+            self.abandon_all(out);
+        }
+    }
+
+    fn abandon_all(&mut self, out: &mut Vec<RedisEvent>) {
+        for slot in self.pending.drain(..) {
+            if let Slot::Command(w) = slot {
+                out.push(RedisEvent::Abandoned { seq: w.seq });
+            }
+        }
+    }
+
+    fn on_item(&mut self, item: Item, out: &mut Vec<RedisEvent>) {
+        match item {
+            Item::Command {
+                name,
+                sub,
+                arg1,
+                count,
+                start,
+                end,
+            } => self.on_command(&name, sub, &arg1, count, start, end, out),
+            Item::Reply { error, start, end } => self.on_reply(error, start, end, out),
+            // Out-of-band data: answers no command.
+            Item::Push => self.resp3 = true,
+        }
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "the fields of a command item")]
+    fn on_command(
+        &mut self,
+        name: &str,
+        sub: Option<String>,
+        arg1: &[u8],
+        count: u64,
+        start: Timing,
+        end: Timing,
+        out: &mut Vec<RedisEvent>,
+    ) {
+        let subscription = matches!(
+            name,
+            "SUBSCRIBE"
+                | "PSUBSCRIBE"
+                | "SSUBSCRIBE"
+                | "UNSUBSCRIBE"
+                | "PUNSUBSCRIBE"
+                | "SUNSUBSCRIBE"
+        );
+        if subscription && self.resp3 {
+            // RESP3 answers these with pushes only.
+            return;
+        }
+        let reply_off = name == "CLIENT" && sub.as_deref() == Some("REPLY");
+        if subscription || reply_off || matches!(name, "MONITOR" | "SYNC" | "PSYNC") {
+            self.pending.push_back(Slot::Stop);
+            self.check_stop(out);
+            return;
+        }
+        match name {
+            "SELECT" => {
+                if let Some(db) = std::str::from_utf8(arg1).ok().and_then(|s| s.parse().ok()) {
+                    self.database = Some(db);
+                }
+            }
+            "HELLO" => match arg1 {
+                b"3" => self.resp3 = true,
+                b"2" => self.resp3 = false,
+                _ => {}
+            },
+            "RESET" => {
+                self.database = Some(0);
+                self.resp3 = false;
+            }
+            _ => {}
+        }
+        let (name, words) = match sub {
+            Some(sub) if CONTAINERS.contains(&name) => (format!("{name} {sub}"), 2),
+            _ => (name.to_owned(), 1),
+        };
+        let command = RedisCommand {
+            name,
+            args: u32::try_from(count.saturating_sub(words)).unwrap_or(u32::MAX),
+            database: self.database,
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        out.push(RedisEvent::Start {
+            seq,
+            command: command.clone(),
+            start,
+        });
+        self.pending.push_back(Slot::Command(Box::new(Waiting {
+            seq,
+            command,
+            start,
+            end,
+        })));
+        if self.pending.len() > MAX_PENDING {
+            // Fold the two oldest into one count: still answered in order.
+            let mut count = 0;
+            for _ in 0..2 {
+                match self.pending.pop_front() {
+                    Some(Slot::Command(w)) => {
+                        out.push(RedisEvent::Abandoned { seq: w.seq });
+                        count += 1;
+                    }
+                    Some(Slot::Silent(n)) => count += n,
+                    Some(Slot::Stop) | None => {}
+                }
+            }
+            self.pending.push_front(Slot::Silent(count));
+        }
+    }
+
+    fn on_reply(
+        &mut self,
+        error: Option<String>,
+        start: Timing,
+        end: Timing,
+        out: &mut Vec<RedisEvent>,
+    ) {
+        match self.pending.front_mut() {
+            None | Some(Slot::Stop) => self.orphan_responses += 1,
+            Some(Slot::Silent(n)) => {
+                *n -= 1;
+                if *n == 0 {
+                    self.pending.pop_front();
+                }
+            }
+            Some(Slot::Command(w)) => {
+                // A reply that was complete before the command was sent
+                // answers a command seam did not see.
+                if start.exit_ns < w.start.enter_ns {
+                    self.orphan_responses += 1;
+                    return;
+                }
+                let Some(Slot::Command(w)) = self.pending.pop_front() else {
+                    return;
+                };
+                let w = *w;
+                out.push(RedisEvent::Done {
+                    seq: w.seq,
+                    exchange: RedisExchange {
+                        seq: w.seq,
+                        command: w.command,
+                        request_start: w.start,
+                        request_end: w.end,
+                        response_start: start,
+                        response_end: end,
+                        error,
+                    },
+                });
+            }
+        }
+        self.check_stop(out);
+    }
+
+    /// Once every reply before a mode switch is in, nothing more pairs.
+    fn check_stop(&mut self, out: &mut Vec<RedisEvent>) {
+        if matches!(self.pending.front(), Some(Slot::Stop)) {
+            self.stopped = true;
+            self.abandon_all(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Direction::{Egress as Out, Ingress as In};
+
+    fn t(n: u64) -> Timing {
+        Timing {
+            enter_ns: n * 10,
+            exit_ns: n * 10 + 5,
+        }
+    }
+
+    /// A transfer: direction, captured bytes, full length, timing.
+    #[derive(Clone, Debug)]
+    struct Tr {
+        dir: Direction,
+        data: Vec<u8>,
+        len: u64,
+        timing: Timing,
+    }
+
+    /// Recorded transfers, fully captured, numbered from 1.
+    fn transfers(stream: &[(Direction, &[u8])]) -> Vec<Tr> {
+        stream
+            .iter()
+            .enumerate()
+            .map(|(i, (dir, data))| Tr {
+                dir: *dir,
+                data: data.to_vec(),
+                len: data.len() as u64,
+                timing: t(i as u64 + 1),
+            })
+            .collect()
+    }
+
+    fn run(trs: &[Tr]) -> (Vec<RedisEvent>, RedisConn) {
+        let mut conn = RedisConn::new();
+        let mut out = Vec::new();
+        for tr in trs {
+            conn.feed(tr.dir, &tr.data, tr.len, tr.timing, &mut out);
+        }
+        (out, conn)
+    }
+
+    fn done(events: &[RedisEvent]) -> Vec<&RedisExchange> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                RedisEvent::Done { exchange, .. } => Some(exchange),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn abandoned(events: &[RedisEvent]) -> Vec<u64> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                RedisEvent::Abandoned { seq } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn names(events: &[RedisEvent]) -> Vec<String> {
+        done(events)
+            .iter()
+            .map(|x| x.command.name.clone())
+            .collect()
+    }
+
+    /// A command as clients send it: an array of bulk strings.
+    fn cmd(args: &[&[u8]]) -> Vec<u8> {
+        let mut v = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            v.extend_from_slice(a);
+            v.extend_from_slice(b"\r\n");
+        }
+        v
+    }
+
+    /// Splits transfer `k` at `at`, both pieces keeping its timing.
+    fn split_at(trs: &[Tr], k: usize, at: usize) -> Vec<Tr> {
+        let mut v = trs[..k].to_vec();
+        let tr = &trs[k];
+        let (a, b) = tr.data.split_at(at);
+        v.push(Tr {
+            data: a.to_vec(),
+            len: a.len() as u64,
+            ..tr.clone()
+        });
+        v.push(Tr {
+            data: b.to_vec(),
+            len: tr.len - a.len() as u64,
+            ..tr.clone()
+        });
+        v.extend_from_slice(&trs[k + 1..]);
+        v
+    }
+
+    /// xorshift64*: deterministic splits without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+    }
+
+    /// Cuts every fully captured transfer into random pieces with its timing.
+    fn random_split(trs: &[Tr], rng: &mut Rng) -> Vec<Tr> {
+        let mut v = Vec::new();
+        for tr in trs {
+            if tr.len != tr.data.len() as u64 || tr.data.len() < 2 {
+                v.push(tr.clone());
+                continue;
+            }
+            let mut rest = &tr.data[..];
+            while !rest.is_empty() {
+                let take = if rng.below(4) == 0 {
+                    rest.len()
+                } else {
+                    1 + rng.below(rest.len() as u64) as usize
+                };
+                v.push(Tr {
+                    data: rest[..take].to_vec(),
+                    len: take as u64,
+                    ..tr.clone()
+                });
+                rest = &rest[take..];
+            }
+        }
+        v
+    }
+
+    // Recorded with a loopback proxy between the clients and Redis 7.0.
+    // redis-cli starts with COMMAND DOCS; its 172 KB reply is cut here to the
+    // first bytes of each read, with each read's real length.
+    const CLI_DOCS_READS: &[(&[u8], u64)] = &[
+        (b"*480\r\n$6\r\nxgroup\r\n*10\r\n$7\r\nsummary\r\n$40\r\nA container for consumer groups commands\r\n$5\r\nsince\r\n$5\r\n5.0.0\r\n$5\r\ngroup\r\n$6\r\nstream\r\n$10\r\ncomplexity\r\n$22\r\nDepends on subcommand.\r\n$11\r\nsubcommands\r\n*12\r\n$14\r\nxgroup|destroy\r\n*10\r\n$7\r\nsummary\r\n$25\r\nDestroy a consu", 65536),
+        (b"5\r\nparameter_value\r\n$4\r\ntype\r\n$5\r\nblock\r\n$5\r\nflags\r\n*1\r\n+multiple\r\n$9\r\narguments\r\n*2\r\n*4\r\n$4\r\nname\r\n$9\r\nparameter\r\n$4\r\ntype\r\n$6\r\nstring\r\n*4\r\n$4\r\nname\r\n$5\r\nvalue\r\n$4\r\ntype\r\n$6\r\nstring\r\n$10\r\npfselftest\r\n*10\r\n$7\r\nsummary\r\n$50\r\nAn internal command for testing ", 65536),
+        (b"ince\r\n$5\r\n3.0.2\r\n$5\r\nflags\r\n*1\r\n+optional\r\n$9\r\narguments\r\n*2\r\n*6\r\n$4\r\nname\r\n$2\r\nnx\r\n$4\r\ntype\r\n$10\r\npure-token\r\n$5\r\ntoken\r\n$2\r\nNX\r\n*6\r\n$4\r\nname\r\n$2\r\nxx\r\n$4\r\ntype\r\n$10\r\npure-token\r\n$5\r\ntoken\r\n$2\r\nXX\r\n*10\r\n$4\r\nname\r\n$10\r\ncomparison\r\n$4\r\ntype\r\n$5\r\noneof\r\n$5\r\ns", 41226),
+    ];
+    // The redis-cli session around it: COMMAND DOCS, SET, GET, INCR on a
+    // string, SELECT 2, GET of a missing key, SCAN 0.
+    const CLI_SESSION: &[(Direction, &[u8])] = &[
+        (Out, b"*2\r\n$7\r\nCOMMAND\r\n$4\r\nDOCS\r\n"),
+        (Out, b"*3\r\n$3\r\nSET\r\n$6\r\nuser:1\r\n$5\r\nalice\r\n"),
+        (In, b"+OK\r\n"),
+        (Out, b"*2\r\n$3\r\nGET\r\n$6\r\nuser:1\r\n"),
+        (In, b"$5\r\nalice\r\n"),
+        (Out, b"*2\r\n$4\r\nINCR\r\n$6\r\nuser:1\r\n"),
+        (In, b"-ERR value is not an integer or out of range\r\n"),
+        (Out, b"*2\r\n$6\r\nSELECT\r\n$1\r\n2\r\n"),
+        (In, b"+OK\r\n"),
+        (Out, b"*2\r\n$3\r\nGET\r\n$5\r\nnokey\r\n"),
+        (In, b"$-1\r\n"),
+        (Out, b"*2\r\n$4\r\nSCAN\r\n$1\r\n0\r\n"),
+        (In, b"*2\r\n$1\r\n0\r\n*0\r\n"),
+    ];
+    // redis-py transaction pipeline: MULTI, INCRBY, LPUSH, LRANGE, EXEC in one write.
+    const MULTI_EXEC: &[(Direction, &[u8])] = &[
+        (Out, b"*1\r\n$5\r\nMULTI\r\n*3\r\n$6\r\nINCRBY\r\n$3\r\nctr\r\n$1\r\n1\r\n*4\r\n$5\r\nLPUSH\r\n$3\r\nlst\r\n$1\r\na\r\n$1\r\nb\r\n*4\r\n$6\r\nLRANGE\r\n$3\r\nlst\r\n$1\r\n0\r\n$2\r\n-1\r\n*1\r\n$4\r\nEXEC\r\n"),
+        (In, b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n:1\r\n:2\r\n*2\r\n$1\r\nb\r\n$1\r\na\r\n"),
+    ];
+    // redis-py with protocol=3: HELLO 3, maps, sets, null, client tracking pushes.
+    const RESP3_SESSION: &[(Direction, &[u8])] = &[
+        (Out, b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"),
+        (In, b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:6\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n"),
+        (Out, b"*5\r\n$6\r\nCLIENT\r\n$19\r\nMAINT_NOTIFICATIONS\r\n$2\r\nON\r\n$20\r\nmoving-endpoint-type\r\n$13\r\ninternal-fqdn\r\n"),
+        (In, b"-ERR unknown subcommand 'MAINT_NOTIFICATIONS'. Try CLIENT HELP.\r\n"),
+        (Out, b"*4\r\n$6\r\nCLIENT\r\n$7\r\nSETINFO\r\n$8\r\nLIB-NAME\r\n$8\r\nredis-py\r\n"),
+        (In, b"-ERR unknown subcommand 'SETINFO'. Try CLIENT HELP.\r\n"),
+        (Out, b"*4\r\n$6\r\nCLIENT\r\n$7\r\nSETINFO\r\n$7\r\nLIB-VER\r\n$5\r\n8.1.0\r\n"),
+        (In, b"-ERR unknown subcommand 'SETINFO'. Try CLIENT HELP.\r\n"),
+        (Out, b"*6\r\n$4\r\nHSET\r\n$1\r\nh\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n2\r\n"),
+        (In, b":2\r\n"),
+        (Out, b"*2\r\n$7\r\nHGETALL\r\n$1\r\nh\r\n"),
+        (In, b"%2\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n2\r\n"),
+        (Out, b"*3\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\nON\r\n"),
+        (In, b"+OK\r\n"),
+        (Out, b"*2\r\n$3\r\nGET\r\n$7\r\ntracked\r\n"),
+        (In, b"_\r\n"),
+        (In, b">2\r\n$10\r\ninvalidate\r\n*1\r\n$7\r\ntracked\r\n"),
+        (Out, b"*1\r\n$4\r\nPING\r\n"),
+        (In, b"+PONG\r\n"),
+        (Out, b"*3\r\n$4\r\nSADD\r\n$1\r\ns\r\n$1\r\nx\r\n"),
+        (In, b":1\r\n"),
+        (Out, b"*2\r\n$8\r\nSMEMBERS\r\n$1\r\ns\r\n"),
+        (In, b"~1\r\n$1\r\nx\r\n"),
+    ];
+    // redis-py pub/sub over RESP2: SET, SUBSCRIBE, a message, UNSUBSCRIBE.
+    const SUBSCRIBE_RESP2: &[(Direction, &[u8])] = &[
+        (
+            Out,
+            b"*4\r\n$6\r\nCLIENT\r\n$7\r\nSETINFO\r\n$8\r\nLIB-NAME\r\n$8\r\nredis-py\r\n",
+        ),
+        (
+            In,
+            b"-ERR unknown subcommand 'SETINFO'. Try CLIENT HELP.\r\n",
+        ),
+        (
+            Out,
+            b"*4\r\n$6\r\nCLIENT\r\n$7\r\nSETINFO\r\n$7\r\nLIB-VER\r\n$5\r\n8.1.0\r\n",
+        ),
+        (
+            In,
+            b"-ERR unknown subcommand 'SETINFO'. Try CLIENT HELP.\r\n",
+        ),
+        (Out, b"*3\r\n$3\r\nSET\r\n$6\r\nbefore\r\n$1\r\n1\r\n"),
+        (In, b"+OK\r\n"),
+        (Out, b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nnews\r\n"),
+        (In, b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"),
+        (In, b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n"),
+        (Out, b"*2\r\n$11\r\nUNSUBSCRIBE\r\n$4\r\nnews\r\n"),
+        (In, b"*3\r\n$11\r\nunsubscribe\r\n$4\r\nnews\r\n:0\r\n"),
+    ];
+    // redis-py pub/sub over RESP3: SET, SUBSCRIBE, a message, UNSUBSCRIBE.
+    const SUBSCRIBE_RESP3: &[(Direction, &[u8])] = &[
+        (Out, b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"),
+        (In, b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:10\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n"),
+        (Out, b"*5\r\n$6\r\nCLIENT\r\n$19\r\nMAINT_NOTIFICATIONS\r\n$2\r\nON\r\n$20\r\nmoving-endpoint-type\r\n$13\r\ninternal-fqdn\r\n"),
+        (In, b"-ERR unknown subcommand 'MAINT_NOTIFICATIONS'. Try CLIENT HELP.\r\n"),
+        (Out, b"*4\r\n$6\r\nCLIENT\r\n$7\r\nSETINFO\r\n$8\r\nLIB-NAME\r\n$8\r\nredis-py\r\n"),
+        (In, b"-ERR unknown subcommand 'SETINFO'. Try CLIENT HELP.\r\n"),
+        (Out, b"*4\r\n$6\r\nCLIENT\r\n$7\r\nSETINFO\r\n$7\r\nLIB-VER\r\n$5\r\n8.1.0\r\n"),
+        (In, b"-ERR unknown subcommand 'SETINFO'. Try CLIENT HELP.\r\n"),
+        (Out, b"*3\r\n$3\r\nSET\r\n$6\r\nbefore\r\n$1\r\n1\r\n"),
+        (In, b"+OK\r\n"),
+        (Out, b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nnews\r\n"),
+        (In, b">3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"),
+        (In, b">3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n"),
+        (Out, b"*2\r\n$11\r\nUNSUBSCRIBE\r\n$4\r\nnews\r\n"),
+        (In, b">3\r\n$11\r\nunsubscribe\r\n$4\r\nnews\r\n:0\r\n"),
+    ];
+
+    /// Complete recorded sessions (the redis-cli one is `cli_session()`).
+    const RECORDED: &[&[(Direction, &[u8])]] =
+        &[MULTI_EXEC, RESP3_SESSION, SUBSCRIBE_RESP2, SUBSCRIBE_RESP3];
+
+    /// The redis-cli session with COMMAND DOCS's reply cut by the capture.
+    fn cli_session() -> Vec<Tr> {
+        let mut trs = vec![Tr {
+            dir: Out,
+            data: CLI_SESSION[0].1.to_vec(),
+            len: CLI_SESSION[0].1.len() as u64,
+            timing: t(1),
+        }];
+        for (i, (data, len)) in CLI_DOCS_READS.iter().enumerate() {
+            trs.push(Tr {
+                dir: In,
+                data: data.to_vec(),
+                len: *len,
+                timing: t(2 + i as u64),
+            });
+        }
+        for (i, mut tr) in transfers(&CLI_SESSION[1..]).into_iter().enumerate() {
+            tr.timing = t(5 + i as u64);
+            trs.push(tr);
+        }
+        trs
+    }
+
+    #[test]
+    fn redis_cli_session() {
+        let (events, conn) = run(&cli_session());
+        assert_eq!(conn.requests_direction(), Some(Out));
+        // COMMAND DOCS's reply runs past the capture: its command is
+        // abandoned and the replies resume at the next reply's start.
+        assert_eq!(abandoned(&events), vec![0]);
+        assert_eq!(
+            conn.errors(),
+            ParseErrors {
+                desyncs: 1,
+                orphan_responses: 0
+            }
+        );
+        let x = done(&events);
+        let summary: Vec<_> = x
+            .iter()
+            .map(|x| {
+                (
+                    x.command.name.as_str(),
+                    x.command.args,
+                    x.command.database,
+                    x.error.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("SET", 2, None, None),
+                ("GET", 1, None, None),
+                ("INCR", 1, None, Some("ERR")),
+                ("SELECT", 1, Some(2), None),
+                ("GET", 1, Some(2), None),
+                ("SCAN", 1, Some(2), None),
+            ]
+        );
+        assert_eq!(
+            (
+                x[0].request_start,
+                x[0].request_end,
+                x[0].response_start,
+                x[0].response_end
+            ),
+            (t(5), t(5), t(6), t(6))
+        );
+        // Values never reach an event.
+        assert!(!format!("{events:?}").contains("alice"));
+        assert!(!format!("{events:?}").contains("not an integer"));
+    }
+
+    #[test]
+    fn pipeline_of_a_hundred_commands() {
+        // As redis-py writes a non-transactional pipeline: one write, and the
+        // replies arrive in one read.
+        let mut write = Vec::new();
+        let mut replies = Vec::new();
+        for i in 0..100 {
+            write.extend(cmd(&[
+                b"SET",
+                format!("k{i}").as_bytes(),
+                i.to_string().as_bytes(),
+            ]));
+            replies.extend_from_slice(b"+OK\r\n");
+        }
+        assert_eq!((write.len(), replies.len()), (2980, 500));
+        let trs = transfers(&[(Out, &write), (In, &replies)]);
+        let (events, conn) = run(&trs);
+        assert_eq!(conn.errors(), ParseErrors::default());
+        let x = done(&events);
+        assert_eq!(x.len(), 100);
+        for (i, x) in x.iter().enumerate() {
+            assert_eq!(
+                (x.seq, x.command.name.as_str(), x.command.args),
+                (i as u64, "SET", 2)
+            );
+            assert_eq!((x.request_start, x.response_end), (t(1), t(2)));
+        }
+    }
+
+    #[test]
+    fn multi_exec_commands_are_exchanges_each() {
+        let (events, conn) = run(&transfers(MULTI_EXEC));
+        assert_eq!(conn.errors(), ParseErrors::default());
+        assert_eq!(
+            names(&events),
+            ["MULTI", "INCRBY", "LPUSH", "LRANGE", "EXEC"]
+        );
+        assert_eq!(done(&events)[3].command.args, 3);
+    }
+
+    #[test]
+    fn resp3_maps_sets_and_pushes() {
+        let (events, conn) = run(&transfers(RESP3_SESSION));
+        assert_eq!(conn.errors(), ParseErrors::default());
+        assert_eq!(
+            names(&events),
+            [
+                "HELLO",
+                "CLIENT MAINT_NOTIFICATIONS",
+                "CLIENT SETINFO",
+                "CLIENT SETINFO",
+                "HSET",
+                "HGETALL",
+                "CLIENT TRACKING",
+                "GET",
+                "PING",
+                "SADD",
+                "SMEMBERS",
+            ]
+        );
+        let x = done(&events);
+        assert_eq!((x[2].command.args, x[2].error.as_deref()), (2, Some("ERR")));
+        // The invalidation push between GET's reply and PING's is no reply.
+        assert_eq!((x[8].response_start, x[8].response_end), (t(19), t(19)));
+        assert!(conn.resp3);
+    }
+
+    #[test]
+    fn resp2_subscribe_stops_pairing() {
+        let (events, conn) = run(&transfers(SUBSCRIBE_RESP2));
+        assert_eq!(names(&events), ["CLIENT SETINFO", "CLIENT SETINFO", "SET"]);
+        assert_eq!(conn.errors(), ParseErrors::default());
+        assert!(conn.stopped);
+        // Pipelined behind the SUBSCRIBE: abandoned, never paired.
+        let mut trs = transfers(&SUBSCRIBE_RESP2[..6]);
+        trs.push(Tr {
+            dir: Out,
+            data: [
+                cmd(&[b"GET", b"a"]),
+                cmd(&[b"SUBSCRIBE", b"c"]),
+                cmd(&[b"PING"]),
+            ]
+            .concat(),
+            len: 0,
+            timing: t(7),
+        });
+        trs.push(Tr {
+            dir: In,
+            data: b"$1\r\n1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n".to_vec(),
+            len: 0,
+            timing: t(8),
+        });
+        let (events, _) = run(&trs);
+        assert_eq!(
+            names(&events),
+            ["CLIENT SETINFO", "CLIENT SETINFO", "SET", "GET"]
+        );
+        assert_eq!(abandoned(&events), vec![4]);
+    }
+
+    #[test]
+    fn resp3_subscribe_keeps_pairing() {
+        let mut trs = transfers(SUBSCRIBE_RESP3);
+        trs.push(Tr {
+            dir: Out,
+            data: cmd(&[b"GET", b"before"]),
+            len: 0,
+            timing: t(16),
+        });
+        trs.push(Tr {
+            dir: In,
+            data: b">3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$1\r\nx\r\n$1\r\n1\r\n".to_vec(),
+            len: 0,
+            timing: t(17),
+        });
+        let (events, conn) = run(&trs);
+        assert_eq!(conn.errors(), ParseErrors::default());
+        let x = done(&events);
+        assert_eq!(names(&events).last().map(String::as_str), Some("GET"));
+        assert_eq!(x.last().map(|x| x.response_start), Some(t(17)));
+        assert!(!conn.stopped);
+    }
+
+    #[test]
+    fn huge_bulks_beyond_the_capture_are_skipped_by_count() {
+        // As recorded: redis-py wrote SET big <10000 bytes> and then the
+        // final CRLF in a second write.
+        let set = cmd(&[b"SET", b"big", &[b'x'; 10_000]]);
+        let get_reply = [b"$10000\r\n".as_slice(), &[b'x'; 10_000], b"\r\n"].concat();
+        let trs = vec![
+            Tr {
+                dir: Out,
+                data: set[..4096].to_vec(),
+                len: set.len() as u64 - 2,
+                timing: t(1),
+            },
+            Tr {
+                dir: Out,
+                data: b"\r\n".to_vec(),
+                len: 2,
+                timing: t(2),
+            },
+            Tr {
+                dir: In,
+                data: b"+OK\r\n".to_vec(),
+                len: 5,
+                timing: t(3),
+            },
+            Tr {
+                dir: Out,
+                data: cmd(&[b"GET", b"big"]),
+                len: 22,
+                timing: t(4),
+            },
+            Tr {
+                dir: In,
+                data: get_reply[..4096].to_vec(),
+                len: get_reply.len() as u64,
+                timing: t(5),
+            },
+            Tr {
+                dir: Out,
+                data: cmd(&[b"STRLEN", b"big"]),
+                len: 25,
+                timing: t(6),
+            },
+            Tr {
+                dir: In,
+                data: b":10000\r\n".to_vec(),
+                len: 8,
+                timing: t(7),
+            },
+        ];
+        let (events, conn) = run(&trs);
+        assert_eq!(conn.errors(), ParseErrors::default());
+        assert_eq!(names(&events), ["SET", "GET", "STRLEN"]);
+        let x = done(&events);
+        assert_eq!((x[0].request_start, x[0].request_end), (t(1), t(2)));
+        assert_eq!((x[1].response_start, x[1].response_end), (t(5), t(5)));
+    }
+
+    #[test]
+    fn every_split_of_every_transfer_gives_the_same_events() {
+        let mut streams: Vec<Vec<Tr>> = RECORDED.iter().map(|s| transfers(s)).collect();
+        streams.push(cli_session());
+        for trs in &streams {
+            let (whole, _) = run(trs);
+            for k in 0..trs.len() {
+                for at in 1..trs[k].data.len() {
+                    let (events, _) = run(&split_at(trs, k, at));
+                    assert_eq!(events, whole, "transfer {k} split at {at}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_splits_give_the_same_events() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let mut streams: Vec<Vec<Tr>> = RECORDED.iter().map(|s| transfers(s)).collect();
+        streams.push(cli_session());
+        streams.push(transfers(&[
+            (Out, b"PING\r\nSET a b\r\n\r\nGET a\r\n"),
+            (In, b"+PONG\r\n+OK\r\n$1\r\nb\r\n"),
+            (
+                Out,
+                &[cmd(&[b"HGETALL", b"h"]), cmd(&[b"DEBUG", b"OBJECT", b"k"])].concat(),
+            ),
+            (
+                In,
+                b"|1\r\n+ttl\r\n:3\r\n%1\r\n+a\r\n*2\r\n#t\r\n_\r\n!10\r\nBUSY x y z\r\n",
+            ),
+        ]));
+        for trs in &streams {
+            let (whole, _) = run(trs);
+            assert!(!done(&whole).is_empty());
+            for round in 0..200 {
+                let (events, _) = run(&random_split(trs, &mut rng));
+                assert_eq!(events, whole, "round {round}");
+            }
+        }
+    }
+
+    #[test]
+    fn reply_types_and_errors() {
+        let replies: &[(&[u8], Option<&str>)] = &[
+            (b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n", Some("WRONGTYPE")),
+            (b"-MOVED 3999 127.0.0.1:6381\r\n", Some("MOVED")),
+            (b"-something went wrong\r\n", Some("ERR")),
+            (b"!21\r\nSYNTAX invalid syntax\r\n", Some("SYNTAX")),
+            (b"$-1\r\n", None),
+            (b"*-1\r\n", None),
+            (b"_\r\n", None),
+            (b",3.14\r\n", None),
+            (b"(3492890328409238509324850943850943825024385\r\n", None),
+            (b"#f\r\n", None),
+            (b"=15\r\ntxt:Some string\r\n", None),
+            (b"*3\r\n*2\r\n:1\r\n*1\r\n-ERR nested\r\n$0\r\n\r\n%0\r\n", None),
+            (b"~2\r\n+a\r\n+b\r\n", None),
+            (b"|1\r\n+key-popularity\r\n*2\r\n$1\r\na\r\n,0.1923\r\n*2\r\n:2039123\r\n:9543892\r\n", None),
+            (b"*2\r\n|1\r\n+meta\r\n:1\r\n:5\r\n:6\r\n", None),
+        ];
+        for (reply, want) in replies {
+            let mut conn = RedisConn::new();
+            let mut out = Vec::new();
+            conn.feed(Out, &cmd(&[b"GET", b"k"]), 0, t(1), &mut out);
+            conn.feed(In, reply, 0, t(2), &mut out);
+            let x = done(&out);
+            assert_eq!(x.len(), 1, "{}", String::from_utf8_lossy(reply));
+            assert_eq!(x[0].error.as_deref(), *want);
+            assert_eq!(conn.errors(), ParseErrors::default());
+            // Nothing left over: a second command pairs with a second reply.
+            conn.feed(Out, &cmd(&[b"PING"]), 0, t(3), &mut out);
+            conn.feed(In, b"+PONG\r\n", 0, t(4), &mut out);
+            assert_eq!(done(&out).len(), 2);
+        }
+    }
+
+    #[test]
+    fn inline_commands() {
+        let trs = transfers(&[
+            (Out, b"PING\r\nset  k  v\r\n\r\nCONFIG get maxmemory\n"),
+            (In, b"+PONG\r\n+OK\r\n*0\r\n"),
+        ]);
+        let (events, conn) = run(&trs);
+        assert_eq!(conn.errors(), ParseErrors::default());
+        let x = done(&events);
+        let summary: Vec<_> = x
+            .iter()
+            .map(|x| (x.command.name.as_str(), x.command.args))
+            .collect();
+        assert_eq!(summary, [("PING", 0), ("SET", 2), ("CONFIG GET", 1)]);
+    }
+
+    #[test]
+    fn lost_reply_bytes_abandon_and_resync() {
+        let mut conn = RedisConn::new();
+        let mut out = Vec::new();
+        conn.feed(
+            Out,
+            &cmd(&[b"LRANGE", b"l", b"0", b"-1"]),
+            0,
+            t(1),
+            &mut out,
+        );
+        let reply = b"*3\r\n$5\r\nfirst\r\n$6\r\nsecond\r\n$5\r\nthird\r\n";
+        // The read with the middle of the reply is lost.
+        conn.feed(In, &reply[..10], 0, t(2), &mut out);
+        conn.feed(In, &reply[20..], 0, t(3), &mut out);
+        assert_eq!(abandoned(&out), vec![0]);
+        conn.feed(Out, &cmd(&[b"GET", b"a"]), 0, t(4), &mut out);
+        conn.feed(In, b"$1\r\n1\r\n", 0, t(5), &mut out);
+        assert_eq!(names(&out), ["GET"]);
+        assert_eq!(
+            conn.errors(),
+            ParseErrors {
+                desyncs: 1,
+                orphan_responses: 0
+            }
+        );
+    }
+
+    #[test]
+    fn lost_command_bytes_resync_at_the_next_command() {
+        let mut conn = RedisConn::new();
+        let mut out = Vec::new();
+        let mut write = Vec::new();
+        for i in 0..300 {
+            write.extend(cmd(&[b"INCR", format!("counter:{i}").as_bytes()]));
+        }
+        // Headers past the capture: the commands there are unknown.
+        conn.feed(Out, &write[..4096], write.len() as u64, t(1), &mut out);
+        let known = done(&out).len() + out.len();
+        assert!(known > 100);
+        let replies = b":1\r\n".repeat(300);
+        conn.feed(In, &replies, 0, t(2), &mut out);
+        let paired = done(&out).len();
+        assert_eq!(paired + conn.errors().orphan_responses as usize, 300);
+        // Junk in the command stream is skipped until a command starts one.
+        conn.feed(Out, b"\x00\x01garbage", 0, t(3), &mut out);
+        conn.feed(Out, &cmd(&[b"PING"]), 0, t(4), &mut out);
+        conn.feed(In, b"+PONG\r\n", 0, t(5), &mut out);
+        assert_eq!(names(&out).last().map(String::as_str), Some("PING"));
+        assert_eq!(conn.errors().desyncs, 1);
+    }
+
+    #[test]
+    fn reply_older_than_its_command_is_an_orphan() {
+        let mut conn = RedisConn::new();
+        let mut out = Vec::new();
+        conn.feed(Out, &cmd(&[b"GET", b"a"]), 0, t(5), &mut out);
+        conn.feed(In, b"+OK\r\n", 0, t(3), &mut out);
+        conn.feed(In, b"$1\r\n1\r\n", 0, t(6), &mut out);
+        assert_eq!(done(&out).len(), 1);
+        assert_eq!(done(&out)[0].response_start, t(6));
+        assert_eq!(conn.errors().orphan_responses, 1);
+    }
+
+    #[test]
+    fn joining_mid_stream() {
+        let mut conn = RedisConn::new();
+        let mut out = Vec::new();
+        // The tail of a reply, then a whole one nobody was seen asking for.
+        conn.feed(In, b"lue\r\n$3\r\nabc\r\n", 0, t(1), &mut out);
+        assert_eq!(conn.requests_direction(), None);
+        conn.feed(In, b"+OK\r\n", 0, t(2), &mut out);
+        assert_eq!(conn.requests_direction(), Some(Out));
+        assert_eq!(conn.errors().orphan_responses, 1);
+        conn.feed(Out, &cmd(&[b"DEL", b"a", b"b"]), 0, t(3), &mut out);
+        conn.feed(In, b":2\r\n", 0, t(4), &mut out);
+        assert_eq!(names(&out), ["DEL"]);
+    }
+
+    #[test]
+    fn an_array_reply_of_strings_is_not_taken_for_a_command() {
+        let mut conn = RedisConn::new();
+        let mut out = Vec::new();
+        // Joined just before an LRANGE reply: strings, but no command name.
+        conn.feed(In, b"*2\r\n$1\r\nb\r\n$1\r\na\r\n", 0, t(1), &mut out);
+        assert_eq!(conn.requests_direction(), Some(Out));
+        conn.feed(Out, &cmd(&[b"LLEN", b"l"]), 0, t(2), &mut out);
+        conn.feed(In, b":2\r\n", 0, t(3), &mut out);
+        assert_eq!(names(&out), ["LLEN"]);
+        assert_eq!(conn.errors().orphan_responses, 1);
+    }
+
+    #[test]
+    fn server_side_view_takes_commands_from_ingress() {
+        let trs = transfers(MULTI_EXEC);
+        let flipped: Vec<Tr> = trs
+            .iter()
+            .map(|tr| Tr {
+                dir: tr.dir.opposite(),
+                ..tr.clone()
+            })
+            .collect();
+        let (events, conn) = run(&flipped);
+        assert_eq!(conn.requests_direction(), Some(In));
+        assert_eq!(events, run(&trs).0);
+    }
+
+    #[test]
+    fn monitor_and_reply_off_stop_pairing() {
+        for stopper in [cmd(&[b"MONITOR"]), cmd(&[b"CLIENT", b"REPLY", b"OFF"])] {
+            let mut conn = RedisConn::new();
+            let mut out = Vec::new();
+            conn.feed(
+                Out,
+                &[cmd(&[b"PING"]), stopper, cmd(&[b"GET", b"x"])].concat(),
+                0,
+                t(1),
+                &mut out,
+            );
+            conn.feed(
+                In,
+                b"+PONG\r\n+OK\r\n+1700000000.1 [0 127.0.0.1:1] \"GET\" \"x\"\r\n",
+                0,
+                t(2),
+                &mut out,
+            );
+            conn.feed(Out, &cmd(&[b"GET", b"y"]), 0, t(3), &mut out);
+            conn.feed(In, b"$1\r\n1\r\n", 0, t(4), &mut out);
+            conn.close(&mut out);
+            assert_eq!(names(&out), ["PING"]);
+            assert_eq!(abandoned(&out), vec![1]);
+        }
+    }
+
+    #[test]
+    fn close_abandons_pending() {
+        let mut conn = RedisConn::new();
+        let mut out = Vec::new();
+        conn.feed(
+            Out,
+            &[cmd(&[b"BLPOP", b"q", b"0"]), cmd(&[b"PING"])].concat(),
+            0,
+            t(1),
+            &mut out,
+        );
+        conn.close(&mut out);
+        assert_eq!(abandoned(&out), vec![0, 1]);
+    }
+
+    #[test]
+    fn pending_commands_stay_bounded_and_paired() {
+        let mut conn = RedisConn::new();
+        let mut out = Vec::new();
+        let n = MAX_PENDING as u64 + 10;
+        for i in 0..n {
+            conn.feed(Out, &cmd(&[b"PING"]), 0, t(i + 1), &mut out);
+        }
+        assert!(conn.pending.len() <= MAX_PENDING);
+        // The first overflow folds two commands, each later one adds one.
+        assert_eq!(abandoned(&out).len(), 11);
+        for i in 0..n {
+            conn.feed(In, b"+PONG\r\n", 0, t(5000 + i), &mut out);
+        }
+        let x = done(&out);
+        assert_eq!((x.len(), x[0].seq), (MAX_PENDING - 1, 11));
+        assert_eq!(conn.errors().orphan_responses, 0);
+    }
+
+    #[test]
+    fn detection() {
+        assert!(looks_like_command(b"*1\r\n"));
+        assert!(looks_like_command(b"*3\r\n$3\r\nSE"));
+        assert!(looks_like_command(&cmd(&[b"SET", b"k", b"v"])));
+        assert!(looks_like_command(b"PING\r\n"));
+        assert!(looks_like_command(b"get key\r\n"));
+        assert!(looks_like_command(b"GET key\n"));
+        assert!(!looks_like_command(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!looks_like_command(b"GET /index.html HTTP/1.0\r\n"));
+        assert!(!looks_like_command(b"GET /index.html"));
+        assert!(!looks_like_command(b"POST /x HTTP/1.1\r\n"));
+        assert!(!looks_like_command(b"HTTP/1.1 200 OK\r\n"));
+        assert!(!looks_like_command(b"FOO bar\r\n"));
+        assert!(!looks_like_command(b"*12"));
+        assert!(!looks_like_command(b"*abc\r\n"));
+        assert!(!looks_like_command(b"*2\r\n:1\r\n:2\r\n"));
+        assert!(!looks_like_command(b"*1\r\n$3\r\n{x}\r\n"));
+        assert!(!looks_like_command(b"+OK\r\n"));
+        assert!(!looks_like_command(b"Q\x00\x00\x00\rselect 1\x00"));
+        assert!(!looks_like_command(&[0x16, 3, 1, 0, 0xa5]));
+        assert!(!looks_like_command(b""));
+    }
+
+    #[test]
+    fn junk_never_panics_and_events_are_consistent() {
+        let mut rng = Rng(7);
+        let corpus: Vec<u8> = RECORDED
+            .iter()
+            .flat_map(|s| s.iter().flat_map(|(_, d)| d.to_vec()))
+            .collect();
+        for round in 0..2000 {
+            let mut conn = RedisConn::new();
+            let mut out = Vec::new();
+            for i in 0..20 {
+                let start = rng.below(corpus.len() as u64) as usize;
+                let n = rng.below(200) as usize;
+                let mut data = corpus[start..(start + n).min(corpus.len())].to_vec();
+                for b in data.iter_mut() {
+                    if rng.below(50) == 0 {
+                        *b = rng.next() as u8;
+                    }
+                }
+                let dir = if rng.below(2) == 0 { Out } else { In };
+                let len = data.len() as u64
+                    + if rng.below(5) == 0 {
+                        rng.below(100_000)
+                    } else {
+                        0
+                    };
+                conn.feed(dir, &data, len, t(round * 100 + i), &mut out);
+            }
+            conn.close(&mut out);
+            let mut open = std::collections::HashSet::new();
+            for e in &out {
+                match e {
+                    RedisEvent::Start { seq, .. } => assert!(open.insert(*seq)),
+                    RedisEvent::Done { seq, .. } | RedisEvent::Abandoned { seq } => {
+                        assert!(open.remove(seq))
+                    }
+                }
+            }
+            assert!(open.is_empty());
+        }
+    }
+}
