@@ -4,6 +4,7 @@
 //! agent runs at a time.
 pub mod agent;
 pub mod checkout;
+pub mod k8s;
 pub mod otlp;
 pub mod procs;
 pub mod servers;

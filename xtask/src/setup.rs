@@ -17,6 +17,8 @@ const APT: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("bpftool", "bpftool"),
     ("fusermount", "fuse"),
+    ("redis-server", "redis-server"),
+    ("go", "golang-go"),
 ];
 
 /// Python packages the test services use, by import name.

@@ -1,5 +1,6 @@
 //! What seam learns from /proc: processes (service names, resources) and
 //! sockets that predate the agent.
+pub mod k8s;
 pub mod mounts;
 pub mod process;
 pub mod sockets;
