@@ -72,6 +72,29 @@ pub struct RunArgs {
     )]
     pub ports: Vec<u16>,
 
+    /// Trace the pods of this node that opt in by label (`seam.dev/trace:
+    /// enabled` on the pod or its namespace). Needs NODE_NAME.
+    #[arg(long, help_heading = "Kubernetes")]
+    pub k8s: bool,
+
+    /// The opt-in label key.
+    #[arg(long, value_name = "KEY", help_heading = "Kubernetes")]
+    pub k8s_label_key: Option<String>,
+
+    /// An extra label selector (`tier in (web,api),!canary`) the opted-in pods
+    /// must match too.
+    #[arg(long, value_name = "SELECTOR", help_heading = "Kubernetes")]
+    pub k8s_label_selector: Option<String>,
+
+    /// API server URL without credentials (e.g. `kubectl proxy`'s); default:
+    /// the pod's service account.
+    #[arg(long, value_name = "URL", help_heading = "Kubernetes")]
+    pub k8s_api_url: Option<String>,
+
+    /// Directory containers' cgroups live under; default: the cgroup2 mount.
+    #[arg(long, value_name = "DIR", help_heading = "Kubernetes")]
+    pub k8s_cgroup_root: Option<PathBuf>,
+
     /// OTLP endpoint, e.g. http://localhost:4317 (grpc) or
     /// http://localhost:4318 (http/protobuf). Overrides
     /// OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.

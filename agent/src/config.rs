@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, net::SocketAddr};
 use crate::{
     capture::Selection,
     cli::RunArgs,
+    discover::k8s::{self, ApiSource, K8sConfig},
     export::{
         ConsoleFormat, Output,
         env::{self, BatchSettings, Protocol},
@@ -42,6 +43,8 @@ pub struct AgentConfig {
     /// How often RED metrics go to the OTLP backend (`None`: never).
     pub metrics_export_interval: Option<std::time::Duration>,
     pub inject_traceparent: bool,
+    /// Pods of this node opted in by label are traced (DaemonSet mode).
+    pub k8s: Option<K8sConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,15 +109,48 @@ impl AgentConfig {
                     args.ports.clone(),
                 )
             };
-        let selection = if pids.is_empty() && exe_names.is_empty() && ports.is_empty() {
-            Selection::All
-        } else {
-            Selection::Allowlist {
-                pids,
-                exe_names,
-                ports,
+        let kube = file.kubernetes.clone().unwrap_or_default();
+        let k8s = if args.k8s || kube.enabled == Some(true) {
+            let mut c = K8sConfig {
+                node_name: get_env("NODE_NAME")
+                    .filter(|n| !n.trim().is_empty())
+                    .ok_or_else(|| err(k8s::K8sError::NoNodeName.to_string()))?,
+                label_key: args
+                    .k8s_label_key
+                    .clone()
+                    .or(kube.label_key)
+                    .unwrap_or_else(|| k8s::DEFAULT_LABEL_KEY.to_string()),
+                label_selector: args
+                    .k8s_label_selector
+                    .clone()
+                    .or(kube.label_selector)
+                    .filter(|s| !s.trim().is_empty()),
+                cgroup2_root: match &args.k8s_cgroup_root {
+                    Some(root) => root.clone(),
+                    None => k8s::find_cgroup2_mount()
+                        .ok_or_else(|| err(k8s::K8sError::NoCgroup2.to_string()))?,
+                },
+                api: ApiSource::InCluster,
+            };
+            if let Some(url) = args.k8s_api_url.clone().or(kube.api_url) {
+                c.api = ApiSource::Url(url);
             }
+            Some(c)
+        } else {
+            None
         };
+        // Kubernetes mode traces an allowlist the cgroups are added to, even
+        // when no pid, name or port is given.
+        let selection =
+            if k8s.is_none() && pids.is_empty() && exe_names.is_empty() && ports.is_empty() {
+                Selection::All
+            } else {
+                Selection::Allowlist {
+                    pids,
+                    exe_names,
+                    ports,
+                }
+            };
 
         // The file's export settings answer for the OTEL_* variables the
         // environment leaves unset.
@@ -225,6 +261,7 @@ impl AgentConfig {
             metrics_listen,
             metrics_export_interval: crate::export::otlp_metrics::interval(get_env).map_err(err)?,
             inject_traceparent: args.inject_traceparent || tracing.inject_traceparent == Some(true),
+            k8s,
         })
     }
 
@@ -292,6 +329,15 @@ impl AgentConfig {
                 inject_traceparent: Some(self.inject_traceparent),
             }),
             ring_buffer_mib: Some(self.ring_buffer_bytes / (1024 * 1024)),
+            kubernetes: Some(file::Kubernetes {
+                enabled: Some(self.k8s.is_some()),
+                label_key: self.k8s.as_ref().map(|k| k.label_key.clone()),
+                label_selector: self.k8s.as_ref().and_then(|k| k.label_selector.clone()),
+                api_url: self.k8s.as_ref().and_then(|k| match &k.api {
+                    ApiSource::Url(u) => Some(u.clone()),
+                    _ => None,
+                }),
+            }),
         }
     }
 }
@@ -376,6 +422,30 @@ mod tests {
         assert_eq!(c.routes.patterns, vec!["/flag/{id}", "/f/{id}"]);
         assert_eq!(c.ring_buffer_bytes, 32 << 20);
         assert_eq!(c.metrics_listen, Some("127.0.0.1:0".parse().unwrap()));
+    }
+
+    #[test]
+    fn kubernetes_mode_needs_a_node_name() {
+        let mut a = args();
+        a.k8s = true;
+        a.k8s_cgroup_root = Some("/sys/fs/cgroup".into());
+        let e = AgentConfig::from_sources(&a, &no_env, None).unwrap_err();
+        assert!(e.0.contains("NODE_NAME"), "{e}");
+        let env = |k: &str| (k == "NODE_NAME").then(|| "node-a".to_string());
+        a.k8s_label_selector = Some("tier=web".into());
+        a.k8s_api_url = Some("http://127.0.0.1:8001".into());
+        let c = AgentConfig::from_sources(&a, &env, None).unwrap();
+        let k = c.k8s.expect("k8s mode");
+        assert_eq!(
+            (k.node_name.as_str(), k.label_key.as_str()),
+            ("node-a", "seam.dev/trace")
+        );
+        assert_eq!(k.label_selector.as_deref(), Some("tier=web"));
+        assert_eq!(k.api, ApiSource::Url("http://127.0.0.1:8001".into()));
+        assert!(
+            matches!(c.selection, Selection::Allowlist { .. }),
+            "nothing traced until pods opt in"
+        );
     }
 
     #[test]

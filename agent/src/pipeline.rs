@@ -20,7 +20,11 @@ use crate::{
     clock::Clock,
     config::AgentConfig,
     conn::{ConnConfig, ConnTracker, Record},
-    discover::{self, sockets},
+    discover::{
+        self,
+        k8s::{self, K8sUpdate},
+        sockets,
+    },
     export::{self, Output},
     metrics::{self, Counters, serve::Observed},
     policy::tail::TailSampler,
@@ -90,10 +94,34 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         Some(selector),
         counters.clone(),
     );
+    let (k8s_tx, mut k8s_rx) = mpsc::channel::<K8sUpdate>(256);
+    let _k8s_task = match &config.k8s {
+        Some(k) => {
+            if let Some(mount) = k8s::find_cgroup2_mount() {
+                tracker.enable_k8s(mount);
+            }
+            tracing::info!(
+                node = k.node_name.as_str(),
+                label = k.label_key.as_str(),
+                "Kubernetes mode: tracing pods of this node that opt in by label"
+            );
+            let k = k.clone();
+            Some(AbortOnDrop(tokio::spawn(async move {
+                if let Err(e) = k8s::run(k, k8s_tx).await {
+                    tracing::error!(error = %e, "Kubernetes discovery stopped");
+                }
+            })))
+        }
+        None => {
+            drop(k8s_tx);
+            None
+        }
+    };
     let conn_observed = observed.clone();
     let conn_task = tokio::spawn(async move {
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
         let mut out = Vec::new();
+        let mut k8s_open = true;
         loop {
             tokio::select! {
                 batch = event_rx.recv() => match batch {
@@ -101,6 +129,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                         tracker.handle(event, &mut out);
                     },
                     None => break,
+                },
+                update = k8s_rx.recv(), if k8s_open => match update {
+                    Some(update) => {
+                        tracker.apply_k8s(update);
+                        conn_observed.traced_cgroups.store(tracker.traced_cgroups() as u64, Relaxed);
+                    }
+                    None => k8s_open = false,
                 },
                 _ = sweep.tick() => {
                     tracker.sweep(Clock::monotonic_now(), &mut out);

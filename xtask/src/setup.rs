@@ -30,6 +30,8 @@ const PIP: &[(&str, &str)] = &[
     ("psycopg", "psycopg[binary]"),
     ("redis", "redis"),
     ("grpc", "grpcio"),
+    ("kubernetes_validate", "kubernetes-validate==1.37.0"),
+    ("helm_python", "helm-python-sdk==0.2.2"),
 ];
 
 /// The pinned probe toolchain, from probe-toolchain.toml.

@@ -5,6 +5,7 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use crate::{
     capture::{CloseInfo, DataEvent, Event, IoInfo, IoKind, Selector},
+    discover::k8s::K8sUpdate,
     discover::{
         self,
         process::{ProcessInfo, ProcessTable},
@@ -115,6 +116,7 @@ pub struct ConnTracker {
     /// Files serving threads opened, by (pid, fd): names slow I/O on files
     /// closed before /proc could be asked.
     opened: HashMap<(u32, i32), String>,
+    traced_cgroups: std::collections::HashSet<u64>,
 }
 
 /// Remembered file names; the table is cleared when it grows past this.
@@ -136,7 +138,58 @@ impl ConnTracker {
             counters,
             scratch: Vec::new(),
             opened: HashMap::new(),
+            traced_cgroups: std::collections::HashSet::new(),
         }
+    }
+
+    /// Kubernetes metadata for process resources comes from containers in
+    /// the cgroup2 hierarchy mounted at `mount`.
+    pub fn enable_k8s(&mut self, mount: std::path::PathBuf) {
+        let procs = std::mem::replace(
+            &mut self.procs,
+            ProcessTable::new(self.config.proc_root.clone()),
+        );
+        self.procs = procs.with_cgroup2_mount(mount);
+    }
+
+    /// Applies a change of the traced Kubernetes containers: the kernel
+    /// filter and the metadata of their processes.
+    pub fn apply_k8s(&mut self, update: K8sUpdate) {
+        match update {
+            K8sUpdate::Trace { cgroup_id, meta } => {
+                if let Some(selector) = self.selector.as_mut()
+                    && let Err(e) = selector.trace_cgroup(cgroup_id)
+                {
+                    tracing::warn!(cgroup_id, error = %e, "could not trace a container");
+                }
+                tracing::info!(
+                    namespace = meta.namespace.as_str(),
+                    pod = meta.pod_name.as_str(),
+                    container = meta.container_name.as_str(),
+                    cgroup_id,
+                    "tracing container"
+                );
+                self.procs.set_container(cgroup_id, meta);
+                self.traced_cgroups.insert(cgroup_id);
+            }
+            K8sUpdate::Untrace { cgroup_id } => {
+                if let Some(selector) = self.selector.as_mut() {
+                    selector.untrace_cgroup(cgroup_id);
+                }
+                tracing::info!(cgroup_id, "no longer tracing container");
+                self.procs.remove_container(cgroup_id);
+                self.traced_cgroups.remove(&cgroup_id);
+            }
+        }
+        // Connections pick up the new process metadata at their next transfer.
+        for conn in self.conns.values_mut() {
+            conn.meta = None;
+        }
+    }
+
+    /// Kubernetes containers traced now.
+    pub fn traced_cgroups(&self) -> usize {
+        self.traced_cgroups.len()
     }
 
     /// Processes seen carrying traffic (and not yet exited).

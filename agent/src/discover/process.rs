@@ -7,6 +7,7 @@ use std::{
     sync::Arc,
 };
 
+use super::k8s::ContainerMeta;
 use crate::span::{Attributes, Resource};
 
 /// A traced process.
@@ -24,6 +25,10 @@ pub struct ProcessTable {
     proc_root: PathBuf,
     host_name: String,
     cache: HashMap<u32, Arc<ProcessInfo>>,
+    /// Kubernetes containers by cgroup v2 id, with the cgroup2 mount that
+    /// /proc/PID/cgroup paths are relative to.
+    containers: HashMap<u64, Arc<ContainerMeta>>,
+    cgroup2_mount: Option<PathBuf>,
 }
 
 impl ProcessTable {
@@ -32,7 +37,38 @@ impl ProcessTable {
             proc_root: proc_root.into(),
             host_name: host_name(),
             cache: HashMap::new(),
+            containers: HashMap::new(),
+            cgroup2_mount: None,
         }
+    }
+
+    /// Enables Kubernetes metadata for processes in known containers.
+    pub fn with_cgroup2_mount(mut self, mount: PathBuf) -> Self {
+        self.cgroup2_mount = Some(mount);
+        self
+    }
+
+    /// A container's metadata arrived or changed: its processes are read
+    /// again.
+    pub fn set_container(&mut self, cgroup_id: u64, meta: Arc<ContainerMeta>) {
+        self.containers.insert(cgroup_id, meta);
+        self.cache.clear();
+    }
+
+    pub fn remove_container(&mut self, cgroup_id: u64) {
+        if self.containers.remove(&cgroup_id).is_some() {
+            self.cache.clear();
+        }
+    }
+
+    /// The cgroup v2 id of a process: the inode of its unified-hierarchy
+    /// directory (`0::/path` in /proc/PID/cgroup).
+    fn cgroup_id(&self, pid: u32) -> Option<u64> {
+        let mount = self.cgroup2_mount.as_ref()?;
+        let text = fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup")).ok()?;
+        let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let meta = fs::metadata(mount.join(path.trim_start_matches('/'))).ok()?;
+        Some(std::os::unix::fs::MetadataExt::ino(&meta))
     }
 
     /// The process `pid`, read from /proc the first time. A process that is
@@ -93,6 +129,12 @@ impl ProcessTable {
             .as_deref()
             .map(parse_resource_attributes)
             .unwrap_or_default();
+        let container = if self.containers.is_empty() {
+            None
+        } else {
+            self.cgroup_id(pid).and_then(|id| self.containers.get(&id))
+        };
+        // The process's own settings first, then Kubernetes, then guessing.
         let service_name = env
             .service_name
             .clone()
@@ -103,11 +145,19 @@ impl ProcessTable {
                     .find(|(k, _)| k == "service.name")
                     .map(|(_, v)| v.clone())
             })
+            .or_else(|| container.map(|c| c.service_name.clone()))
             .unwrap_or_else(|| derive_service_name(&exe_name, &cmdline));
         resource_attrs.retain(|(k, _)| k != "service.name");
 
         let mut attributes = Attributes::default();
         attributes.set("service.name", service_name.as_str());
+        if let Some(c) = container {
+            for (k, v) in c.resource_attributes().iter() {
+                if k != "service.name" {
+                    attributes.set(k, v.clone());
+                }
+            }
+        }
         for (k, v) in resource_attrs {
             attributes.set(&k, v);
         }

@@ -28,6 +28,8 @@ pub struct Observed {
     /// Probes attached and the pipeline running.
     pub ready: AtomicBool,
     pub traced_processes: AtomicU64,
+    /// Kubernetes containers in the kernel filter.
+    pub traced_cgroups: AtomicU64,
     pub routes_overflowed: AtomicU64,
     pub started: Mutex<Option<Instant>>,
 }
@@ -140,6 +142,11 @@ pub fn render(o: &Observed) -> String {
         out,
         "# TYPE seam_traced_processes gauge\nseam_traced_processes {}",
         o.traced_processes.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE seam_traced_cgroups gauge\nseam_traced_cgroups {}",
+        o.traced_cgroups.load(Relaxed)
     );
     let _ = writeln!(
         out,

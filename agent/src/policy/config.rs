@@ -73,6 +73,8 @@ pub struct FileConfig {
     pub metrics: Option<Metrics>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracing: Option<Tracing>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<Kubernetes>,
     /// Size of the kernel-to-agent ring buffer: a power of two, 1–1024.
     #[serde(
         default,
@@ -251,6 +253,24 @@ pub struct Tracing {
     /// Add a `traceparent` header to outgoing requests (changes traffic).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inject_traceparent: Option<bool>,
+}
+
+/// Tracing the pods of this node that opt in by label (DaemonSet mode).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kubernetes {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The opt-in label key (default `seam.dev/trace`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_key: Option<String>,
+    /// Extra label selector the opted-in pods must match too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<String>,
+    /// API server URL without credentials (e.g. `kubectl proxy`); default:
+    /// the pod's service account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
 }
 
 fn ratio<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -485,6 +505,15 @@ impl FileConfig {
                 inject_traceparent: Some(tracing.inject_traceparent.unwrap_or(false)),
             }),
             ring_buffer_mib: Some(self.ring_buffer_mib.unwrap_or(DEFAULT_RING_BUFFER_MIB)),
+            kubernetes: Some(Kubernetes {
+                enabled: Some(
+                    self.kubernetes
+                        .as_ref()
+                        .and_then(|k| k.enabled)
+                        .unwrap_or(false),
+                ),
+                ..self.kubernetes.clone().unwrap_or_default()
+            }),
         }
     }
 

@@ -336,3 +336,22 @@ pub fn remove_tree(dir: &Path) {
     }
     eprintln!("warning: could not remove {}", dir.display());
 }
+
+/// The cgroup2 mount this process sees (the unified hierarchy on hybrid
+/// hosts), from /proc/self/mountinfo.
+pub fn cgroup2_mount() -> PathBuf {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mount = left.split(' ').nth(4)?;
+            (right.split(' ').next()? == "cgroup2").then(|| PathBuf::from(mount))
+        })
+        .expect("a cgroup2 mount")
+}
+
+/// Moves a process (all its threads) into a cgroup directory.
+pub fn move_into(dir: &Path, pid: u32) {
+    fs::write(dir.join("cgroup.procs"), pid.to_string())
+        .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", dir.display()));
+}
