@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 use crate::{
-    capture::{self, Event, ProbeStats, Probes, Selection},
+    capture::{self, Event, ProbeStats, Probes, Selection, tls},
     clock::Clock,
     config::AgentConfig,
     conn::{ConnConfig, ConnTracker, Record},
@@ -70,8 +70,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         }
     }
     exclude_local_backend(&config.output, &scan, &mut selector);
-    describe_start(&config, &selector, scan.connections.len());
 
+    let traced_pids = selector.traced_pids();
+    let preexisting = scan.connections.len();
     let (event_tx, mut event_rx) = mpsc::channel::<Vec<Event>>(256);
     let (record_tx, mut record_rx) = mpsc::channel::<Vec<Record>>(256);
     let (policy_tx, mut policy_rx) = mpsc::channel::<Vec<Span>>(256);
@@ -117,6 +118,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             None
         }
     };
+    // New executables (and the libraries their loader maps right after) are
+    // checked for TLS functions shortly after exec.
+    let (exec_tx, mut exec_rx) = mpsc::channel::<u32>(1024);
+    let (scan_tx, mut scan_rx) = mpsc::channel::<u32>(1024);
     let conn_observed = observed.clone();
     let conn_task = tokio::spawn(async move {
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
@@ -126,6 +131,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             tokio::select! {
                 batch = event_rx.recv() => match batch {
                     Some(batch) => for event in batch {
+                        if let Event::Exec { pid, .. } = &event {
+                            let _ = exec_tx.try_send(*pid);
+                        }
                         tracker.handle(event, &mut out);
                     },
                     None => break,
@@ -249,6 +257,16 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         Duration::ZERO,
     ));
 
+    let mut tls_finder = tls::TlsFinder::default();
+    let mut found = tls_finder.scan_library_dirs(Path::new("/"));
+    for pid in discover::all_pids(proc_root) {
+        if pid != agent_pid {
+            found.extend(tls_finder.scan_process(proc_root, pid));
+        }
+    }
+    hook_tls(&mut probes, &mut tls_finder, found, &observed);
+    // Said once everything is attached and running: traffic is traced now.
+    describe_start(&config, &traced_pids, preexisting);
     let _metrics_export = match (&config.output, config.metrics_export_interval) {
         (Output::Otlp(settings), Some(every)) => {
             let client = export::otlp::OtlpClient::new(settings).map_err(anyhow::Error::msg)?;
@@ -274,6 +292,21 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             r = &mut reader => {
                 reader_result = Some(r);
                 break "the ring buffer reader stopped";
+            }
+            Some(pid) = exec_rx.recv() => {
+                let scan_tx = scan_tx.clone();
+                tokio::spawn(async move {
+                    for wait in [50, 450, 2000] {
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        if scan_tx.send(pid).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Some(pid) = scan_rx.recv() => {
+                let found = tls_finder.scan_process(proc_root, pid);
+                hook_tls(&mut probes, &mut tls_finder, found, &observed);
             }
             _ = refresh.tick() => {
                 let stats = probes.stats();
@@ -310,6 +343,38 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let _ = console_task.await;
     summary(&final_stats, &counters);
     Ok(())
+}
+
+/// Hooks the TLS functions of each file that defines them; files that do
+/// not (most executables) are skipped quietly.
+fn hook_tls(
+    probes: &mut Probes,
+    finder: &mut tls::TlsFinder,
+    paths: Vec<std::path::PathBuf>,
+    observed: &Observed,
+) {
+    for path in paths {
+        let Ok(candidate) = tls::hooks_in(&path) else {
+            continue;
+        };
+        match probes.attach_tls(&candidate) {
+            Ok(n) => {
+                tracing::info!(
+                    library = candidate.library,
+                    path = %candidate.path.display(),
+                    functions = n,
+                    "TLS: hooked"
+                );
+                finder.attached.push(candidate);
+                observed.tls_attached.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "TLS: could not hook");
+                finder.failures.insert(path.display().to_string(), e);
+                observed.tls_failures.fetch_add(1, Relaxed);
+            }
+        }
+    }
 }
 
 /// Aborts a task when dropped.
@@ -385,12 +450,10 @@ fn exclude_local_backend(
     }
 }
 
-fn describe_start(config: &AgentConfig, selector: &capture::Selector, preexisting: usize) {
+fn describe_start(config: &AgentConfig, traced_pids: &[u32], preexisting: usize) {
     let what = match &config.selection {
         Selection::All => "every process except seam".to_string(),
-        Selection::Allowlist { .. } => {
-            format!("processes {:?} and their children", selector.traced_pids())
-        }
+        Selection::Allowlist { .. } => format!("processes {traced_pids:?} and their children"),
     };
     let to = match &config.output {
         Output::Console(_) => "the console".to_string(),

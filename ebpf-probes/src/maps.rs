@@ -26,6 +26,11 @@ pub static EXCLUDED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static TRACED_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
 
+/// Executable names (`comm` after exec, NUL-padded) whose processes become
+/// traced the moment they exec, before the agent could react.
+#[map]
+pub static TRACED_COMMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 0);
+
 /// Listening ports whose listeners become traced when they call `listen()`.
 #[map]
 pub static TRACED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
@@ -114,3 +119,59 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// `openat` filename pointers of serving threads between enter and exit.
 #[map]
 pub static OPENING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// A TLS library call (SSL_read/SSL_write and friends) between its entry
+/// uprobe and its return, keyed by pid_tgid. `sock` is learnt from the
+/// socket syscall the library makes inside the call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsCall {
+    pub ts_enter: u64,
+    /// The library's connection object (`SSL *`, `gnutls_session_t`).
+    pub conn: u64,
+    pub buf: u64,
+    /// `size_t *` receiving the byte count (`SSL_read_ex`/`SSL_write_ex`), or 0.
+    pub len_out: u64,
+    pub sock: u64,
+    pub probe: u32,
+    pub egress: u32,
+    /// The socket's fd, from the syscall inside the call (-1 until then).
+    pub fd: i32,
+    /// One of the `TLS_*` kinds below.
+    pub kind: u32,
+}
+
+pub const TLS_READ: u32 = 0;
+pub const TLS_WRITE: u32 = 1;
+/// SSL_do_handshake / gnutls_handshake: only learns the socket.
+pub const TLS_HANDSHAKE: u32 = 2;
+
+/// The last socket a traced thread read outside TLS calls, since its last
+/// TLS call: with memory BIOs (Node.js, Python asyncio) the library reads no
+/// socket itself; the application reads the ciphertext and then hands it to
+/// SSL_read or SSL_do_handshake, so that socket is the connection's.
+#[map]
+pub static LAST_READ: LruHashMap<u64, LastRead> = LruHashMap::with_max_entries(16384, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LastRead {
+    pub sock: u64,
+    pub fd: i32,
+    pub _pad: u32,
+}
+
+#[map]
+pub static TLS_CALLS: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(16384, 0);
+
+/// The socket under each TLS connection object, for calls served from the
+/// library's buffer without a syscall.
+#[map]
+pub static TLS_SOCKS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// A TLS write whose connection was not known yet (memory BIO: the
+/// application writes the ciphertext itself, right after the call), waiting
+/// for that socket write on the same thread; keyed by pid_tgid. The record's
+/// `sock` holds the connection object until then.
+#[map]
+pub static PENDING_WRITES: LruHashMap<u64, Scratch> = LruHashMap::with_max_entries(1024, 0);

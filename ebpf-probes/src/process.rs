@@ -11,7 +11,7 @@ use seam_common::{COMM_LEN, Probe, ProcEvent, kind, mode, proc_op};
 use crate::{
     emit::output,
     filter::{current_mode, is_traced},
-    maps::{CONFIG, TRACED_PIDS},
+    maps::{CONFIG, TRACED_COMMS, TRACED_PIDS},
 };
 
 #[inline(always)]
@@ -59,10 +59,21 @@ pub fn process_fork(ctx: TracePointContext) -> u32 {
 /// rare) so the agent can match `--exe-name` and refresh service names.
 #[tracepoint]
 pub fn process_exec(_ctx: TracePointContext) -> u32 {
-    if current_mode() == mode::OFF {
+    let current = current_mode();
+    if current == mode::OFF {
         return 0;
     }
-    report(proc_op::EXEC, (bpf_get_current_pid_tgid() >> 32) as u32);
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // Selected by name: traced from its first instruction, not from whenever
+    // the agent hears of it (a short-lived client would be gone by then).
+    if current == mode::ALLOWLIST
+        && let Ok(comm) = bpf_get_current_comm()
+        // SAFETY: read-only lookup.
+        && unsafe { TRACED_COMMS.get(&comm) }.is_some()
+    {
+        let _ = TRACED_PIDS.insert(&tgid, &1, 0);
+    }
+    report(proc_op::EXEC, tgid);
     0
 }
 

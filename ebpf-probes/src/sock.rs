@@ -8,9 +8,13 @@ use seam_common::{CloseEvent, Probe, Tuple, flag, kind, mode};
 
 use crate::{
     ctx::field,
-    emit::output,
+    emit::{output, output_data},
     filter::current_mode,
-    maps::{ACTIVE, SOCK_SEEN, SOCKS, SockInfo, TRACED_PIDS, TRACED_PORTS},
+    maps::{
+        ACTIVE, LAST_READ, LastRead, PENDING_WRITES, SOCK_SEEN, SOCKS, SockInfo, TLS_CALLS,
+        TLS_SOCKS, TRACED_PIDS, TRACED_PORTS,
+    },
+    tls::mark_tls,
 };
 
 const AF_INET: u16 = 2;
@@ -26,30 +30,89 @@ const TCP_LISTEN: i32 = 10;
 /// `sock:sock_send_length` / `sock:sock_recv_length` record: `sk` at 8,
 /// `family` at 16, `protocol` at 18.
 #[inline(always)]
-fn mark_transfer(ctx: &TracePointContext) -> u32 {
+fn mark_transfer(ctx: &TracePointContext, recv: bool) -> u32 {
     let family: u16 = field(ctx, 16);
     let protocol: u16 = field(ctx, 18);
     if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
         return 0;
     }
-    if let Some(active) = ACTIVE.get_ptr_mut(&bpf_get_current_pid_tgid()) {
+    let id = bpf_get_current_pid_tgid();
+    let sk: u64 = field(ctx, 8);
+    let mut fd = -1;
+    if let Some(active) = ACTIVE.get_ptr_mut(&id) {
         // SAFETY: map value pointer valid for this program run.
-        unsafe { (*active).sock = field::<u64>(ctx, 8) };
+        unsafe {
+            (*active).sock = sk;
+            fd = (*active).fd;
+        }
+    }
+    if let Some(call) = TLS_CALLS.get_ptr_mut(&id) {
+        // Inside a TLS library call: this socket carries that connection,
+        // and its syscall bytes are ciphertext from now on.
+        // SAFETY: as above.
+        unsafe {
+            (*call).sock = sk;
+            (*call).fd = fd;
+        }
+        mark_tls(sk);
+    } else if fd >= 0 {
+        if recv {
+            let last = LastRead {
+                sock: sk,
+                fd,
+                _pad: 0,
+            };
+            let _ = LAST_READ.insert(&id, &last, 0);
+        } else {
+            release_write(id, sk, fd);
+        }
     }
     0
+}
+
+/// The thread's first socket write after a TLS write of an unknown
+/// connection carries that write's ciphertext: the socket is the
+/// connection's; the held plaintext is reported on it now.
+#[inline(always)]
+fn release_write(id: u64, sk: u64, fd: i32) {
+    let Some(held) = PENDING_WRITES.get_ptr_mut(&id) else {
+        return;
+    };
+    // SAFETY: map value pointer valid for this program run.
+    let conn = unsafe { (*held).header.sock };
+    let _ = TLS_SOCKS.insert(&conn, &sk, 0);
+    mark_tls(sk);
+    let (tuple, flags) = match SOCKS.get_ptr_mut(&sk) {
+        // SAFETY: as above.
+        Some(info) => unsafe {
+            (*info).flags |= SOCK_SEEN;
+            ((*info).tuple, (*info).flags)
+        },
+        None => (Default::default(), 0),
+    };
+    // SAFETY: as above.
+    let captured = unsafe {
+        (*held).header.sock = sk;
+        (*held).header.fd = fd;
+        (*held).header.tuple = tuple;
+        (*held).header.flags |= flags & (flag::TUPLE_KNOWN | flag::ROLE_CLIENT | flag::ROLE_SERVER);
+        (*held).header.captured as usize
+    };
+    output_data(Probe::SslWrite, held, captured);
+    let _ = PENDING_WRITES.remove(&id);
 }
 
 /// `sock:sock_send_length` (Linux 6.3+): fires inside `sock_sendmsg` in the
 /// sending thread, telling the pending syscall which socket it writes to.
 #[tracepoint]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    mark_transfer(&ctx)
+    mark_transfer(&ctx, false)
 }
 
 /// `sock:sock_recv_length` (Linux 6.3+): same for `sock_recvmsg`.
 #[tracepoint]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    mark_transfer(&ctx)
+    mark_transfer(&ctx, true)
 }
 
 /// `sock:inet_sock_set_state` (Linux 4.16+): learns each TCP connection's

@@ -7,14 +7,14 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use seam_common::{DataHeader, Probe, flag, kind};
+use seam_common::{DataHeader, Probe, Tuple, flag, kind};
 
 use crate::{
     ctx::{syscall_arg, syscall_ret},
     emit::{copy_user, output_data},
     filter::is_traced,
     gaps,
-    maps::{ACTIVE, Active, SCRATCH, SOCK_SEEN, SOCK_TLS, SOCKS, SockInfo},
+    maps::{ACTIVE, Active, SCRATCH, SOCK_SEEN, SOCK_TLS, SOCKS, Scratch, SockInfo},
 };
 
 /// `MSG_PEEK`: the bytes will be read again, so a peek is not a transfer.
@@ -75,8 +75,26 @@ fn try_finish(ctx: &TracePointContext) -> Result<u32, u32> {
     if ret <= 0 {
         return Ok(0);
     }
+    let Some((sock_flags, scratch, filled)) = report(id, &active, ret as u64, false) else {
+        return Ok(0);
+    };
+    gaps::track_serving(id, &active, sock_flags, scratch, filled);
     let probe = Probe::from_id(active.probe).ok_or(0u32)?;
+    output_data(probe, scratch, filled);
+    Ok(0)
+}
 
+/// Fills this CPU's scratch record for a transfer of `total` bytes on
+/// `active.sock`: header, then the first bytes of the buffer. Returns the
+/// socket's flags, the record and the payload length, or `None` when the
+/// transfer must not be reported (syscall bytes of a TLS socket).
+#[inline(always)]
+pub fn report(
+    id: u64,
+    active: &Active,
+    total: u64,
+    tls: bool,
+) -> Option<(u32, *mut Scratch, usize)> {
     let info = match SOCKS.get_ptr_mut(&active.sock) {
         Some(info) => info,
         None => {
@@ -84,17 +102,17 @@ fn try_finish(ctx: &TracePointContext) -> Result<u32, u32> {
             // tuple from /proc using pid and fd.
             let fresh = SockInfo {
                 tuple: Default::default(),
-                flags: 0,
+                flags: if tls { SOCK_TLS } else { 0 },
                 _pad: 0,
             };
             let _ = SOCKS.insert(&active.sock, &fresh, 0);
-            SOCKS.get_ptr_mut(&active.sock).ok_or(0u32)?
+            SOCKS.get_ptr_mut(&active.sock)?
         }
     };
     // SAFETY: map value pointer valid for this program run.
     let (tuple, sock_flags) = unsafe {
-        if (*info).flags & SOCK_TLS != 0 {
-            return Ok(0);
+        if !tls && (*info).flags & SOCK_TLS != 0 {
+            return None;
         }
         if (*info).flags & SOCK_SEEN == 0 {
             (*info).flags |= SOCK_SEEN;
@@ -102,13 +120,30 @@ fn try_finish(ctx: &TracePointContext) -> Result<u32, u32> {
         ((*info).tuple, (*info).flags)
     };
 
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(0u32)?;
-    let mut flags = (sock_flags & (flag::TUPLE_KNOWN | flag::ROLE_CLIENT | flag::ROLE_SERVER))
-        | (active.probe << flag::PROBE_SHIFT);
+    let mut flags = sock_flags & (flag::TUPLE_KNOWN | flag::ROLE_CLIENT | flag::ROLE_SERVER);
+    if tls {
+        flags |= flag::TLS;
+    }
+    let (scratch, filled) = fill(id, active, total, flags, tuple)?;
+    Some((sock_flags, scratch, filled))
+}
+
+/// Fills this CPU's scratch record with a header (`flags` plus direction and
+/// probe) and the first bytes of `active`'s buffer.
+#[inline(always)]
+pub fn fill(
+    id: u64,
+    active: &Active,
+    total: u64,
+    flags: u32,
+    tuple: Tuple,
+) -> Option<(*mut Scratch, usize)> {
+    let probe = Probe::from_id(active.probe)?;
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    let mut flags = flags | (active.probe << flag::PROBE_SHIFT);
     if active.egress != 0 {
         flags |= flag::EGRESS;
     }
-    let pid_tgid = id;
     // SAFETY: scratch is this CPU's map value.
     unsafe {
         (*scratch).header = DataHeader {
@@ -117,17 +152,15 @@ fn try_finish(ctx: &TracePointContext) -> Result<u32, u32> {
             ts_enter_ns: active.ts_enter,
             ts_exit_ns: bpf_ktime_get_ns(),
             sock: active.sock,
-            len: ret as u64,
-            pid: (pid_tgid >> 32) as u32,
-            tid: pid_tgid as u32,
+            len: total,
+            pid: (id >> 32) as u32,
+            tid: id as u32,
             fd: active.fd,
             captured: 0,
             tuple,
         };
     }
-
     let mut filled = 0usize;
-    let total = ret as u64;
     if active.buf != 0 {
         if active.vectored == 0 {
             filled = copy_user(scratch, 0, active.buf, total, probe);
@@ -156,9 +189,9 @@ fn try_finish(ctx: &TracePointContext) -> Result<u32, u32> {
             }
         }
     }
-    gaps::track_serving(id, &active, sock_flags, scratch, filled);
-    output_data(probe, scratch, filled);
-    Ok(0)
+    // SAFETY: as above.
+    unsafe { (*scratch).header.captured = filled as u32 };
+    Some((scratch, filled))
 }
 
 /// `syscalls:sys_enter_read` (any kernel with syscall tracepoints): may be a socket read.

@@ -59,7 +59,16 @@ impl Agent {
         let mut proc = Proc::spawn("seam", cmd);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if proc.log().contains(" tracing ") {
+            // Ready once every probe is attached (TLS libraries included):
+            // /readyz says so, or the start-up line when nothing is served.
+            let ready = if metrics_port != 0 {
+                http_get(metrics_port, "/readyz").is_some_and(|(status, _)| status == 200)
+            } else {
+                proc.log()
+                    .lines()
+                    .any(|l| l.contains(concat!("seam ", env!("CARGO_PKG_VERSION"), " tracing")))
+            };
+            if ready {
                 return Agent { proc, metrics_port };
             }
             if !proc.running() || Instant::now() >= deadline {
@@ -82,7 +91,7 @@ impl Agent {
 
     /// GET `path` on the agent's metrics endpoint: (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
-        crate::procs::curl(&[&format!("http://127.0.0.1:{}{path}", self.metrics_port)])
+        http_get(self.metrics_port, path).unwrap_or((0, String::new()))
     }
 
     pub fn running(&mut self) -> bool {
@@ -97,4 +106,21 @@ impl Agent {
     pub fn stop(&mut self) -> ExitStatus {
         self.proc.stop_with(libc::SIGTERM, Duration::from_secs(20))
     }
+}
+
+/// A plain HTTP/1.0 GET from this process (no curl, which the agent may be
+/// tracing by name): (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
 }

@@ -3,6 +3,7 @@
 pub mod decode;
 pub mod probes;
 pub mod reader;
+pub mod tls;
 pub mod tracefs;
 
 pub use decode::{CloseInfo, DataEvent, Event, IoInfo, IoKind};

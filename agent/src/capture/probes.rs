@@ -4,11 +4,25 @@ use std::path::PathBuf;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{
+        TracePoint, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeScope},
+    },
 };
 use seam_common::{Config, Probe, STATS_LEN, mode, stat};
 
-use super::tracefs;
+use super::{tls, tracefs};
+
+/// The TLS uprobe programs (attached later, per library file).
+const UPROBES: &[&str] = &[
+    "tls_write",
+    "tls_write_ex",
+    "tls_read",
+    "tls_read_ex",
+    "tls_handshake",
+    "tls_free",
+    tls::RETURN_PROGRAM,
+];
 
 /// The probe object built by `agent/build.rs`.
 static PROBES_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/seam-probes"));
@@ -114,6 +128,7 @@ pub enum Selection {
 /// Handles on the filter maps, to change the traced set while running.
 pub struct Selector {
     pids: HashMap<MapData, u32, u8>,
+    comms: HashMap<MapData, [u8; 16], u8>,
     excluded: HashMap<MapData, u32, u8>,
     cgroups: HashMap<MapData, u64, u8>,
     ports: HashMap<MapData, u16, u8>,
@@ -137,6 +152,19 @@ impl Selector {
         self.excluded
             .insert(pid, 1, 0)
             .map_err(map_err("EXCLUDED_PIDS"))
+    }
+
+    /// Processes that exec a program of this name are traced by the probes
+    /// at once. Names are compared as the kernel keeps them: their first 15
+    /// bytes.
+    pub fn trace_comm(&mut self, name: &str) -> Result<(), CaptureError> {
+        let mut comm = [0u8; 16];
+        let bytes = name.as_bytes();
+        let n = bytes.len().min(15);
+        comm[..n].copy_from_slice(&bytes[..n]);
+        self.comms
+            .insert(comm, 1, 0)
+            .map_err(map_err("TRACED_COMMS"))
     }
 
     pub fn trace_port(&mut self, port: u16) -> Result<(), CaptureError> {
@@ -211,6 +239,16 @@ impl Probes {
                 .load()
                 .map_err(|source| CaptureError::Program { name, source })?;
         }
+        for name in UPROBES {
+            let program: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or(CaptureError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| CaptureError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| CaptureError::Program { name, source })?;
+        }
         let stats = PerCpuArray::try_from(
             ebpf.take_map("STATS")
                 .ok_or(CaptureError::MissingMap("STATS"))?,
@@ -237,6 +275,8 @@ impl Probes {
             pids: HashMap::try_from(self.take("TRACED_PIDS")?).map_err(map_err("TRACED_PIDS"))?,
             excluded: HashMap::try_from(self.take("EXCLUDED_PIDS")?)
                 .map_err(map_err("EXCLUDED_PIDS"))?,
+            comms: HashMap::try_from(self.take("TRACED_COMMS")?)
+                .map_err(map_err("TRACED_COMMS"))?,
             cgroups: HashMap::try_from(self.take("TRACED_CGROUPS")?)
                 .map_err(map_err("TRACED_CGROUPS"))?,
             ports: HashMap::try_from(self.take("TRACED_PORTS")?)
@@ -247,9 +287,16 @@ impl Probes {
         let fork_offset = tracefs::fork_child_pid_offset(&self.tracefs).unwrap_or(0);
         let probe_mode = match selection {
             Selection::All => mode::ALL,
-            Selection::Allowlist { pids, ports, .. } => {
+            Selection::Allowlist {
+                pids,
+                ports,
+                exe_names,
+            } => {
                 for pid in pids {
                     selector.trace_pid(*pid)?;
+                }
+                for name in exe_names {
+                    selector.trace_comm(name)?;
                 }
                 for port in ports {
                     selector.trace_port(*port)?;
@@ -287,6 +334,34 @@ impl Probes {
                 })?;
         }
         Ok(selector)
+    }
+
+    /// Hooks the TLS functions of one library or executable, for every
+    /// process that maps it. Returns how many functions were hooked.
+    pub fn attach_tls(&mut self, candidate: &tls::Candidate) -> Result<usize, String> {
+        let mut hooked = 0;
+        for hook in &candidate.hooks {
+            let programs: &[&str] = match hook.ret {
+                true => &[hook.program, tls::RETURN_PROGRAM],
+                false => &[hook.program],
+            };
+            for program in programs {
+                let p: &mut UProbe = self
+                    .ebpf
+                    .program_mut(program)
+                    .ok_or_else(|| format!("no program {program}"))?
+                    .try_into()
+                    .map_err(|e| format!("{program}: {e}"))?;
+                p.attach(
+                    UProbeAttachLocation::AbsoluteOffset(hook.file_offset),
+                    &candidate.path,
+                    UProbeScope::AllProcesses,
+                )
+                .map_err(|e| format!("{} in {}: {e}", hook.symbol, candidate.path.display()))?;
+            }
+            hooked += 1;
+        }
+        Ok(hooked)
     }
 
     fn take(&mut self, name: &'static str) -> Result<aya::maps::Map, CaptureError> {

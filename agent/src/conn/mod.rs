@@ -214,6 +214,9 @@ impl ConnTracker {
             Event::Exec { pid, comm } => {
                 self.procs.forget(pid);
                 self.match_exe(pid, &comm);
+                // Read it now, while it runs: short-lived clients are gone
+                // by the time their spans are made.
+                self.procs.get(pid, Some(&comm));
             }
             Event::Io(io) => self.on_io(io, out),
             Event::Opened { pid, fd, path } => {
@@ -264,6 +267,18 @@ impl ConnTracker {
     }
 
     fn on_data(&mut self, ev: DataEvent, out: &mut Vec<Record>) {
+        tracing::trace!(
+            pid = ev.pid,
+            tid = ev.tid,
+            fd = ev.fd,
+            sock = format_args!("{:x}", ev.sock),
+            dir = ?ev.direction,
+            tls = ev.tls,
+            probe = ev.probe.map(|p| p.name()),
+            len = ev.len,
+            head = %String::from_utf8_lossy(&ev.payload[..ev.payload.len().min(24)]).escape_debug(),
+            "transfer"
+        );
         let conn = match self.conns.get_mut(&ev.sock) {
             Some(conn) => conn,
             None => {
@@ -290,7 +305,16 @@ impl ConnTracker {
             conn.pid = ev.pid;
             conn.meta = None;
         }
-        conn.tls |= ev.tls;
+        if ev.tls && !conn.tls {
+            // The TLS probes see this connection's plaintext: whatever the
+            // socket showed so far was ciphertext, so start over from here.
+            conn.tls = true;
+            conn.proto = Proto::Undecided;
+            conn.meta = None;
+        } else if !ev.tls && conn.tls {
+            // Ciphertext of a connection whose plaintext we have.
+            return;
+        }
         conn.last_ns = ev.timing.exit_ns;
         self.scratch.clear();
         if matches!(conn.proto, Proto::Undecided) {

@@ -30,6 +30,10 @@ pub struct Observed {
     pub traced_processes: AtomicU64,
     /// Kubernetes containers in the kernel filter.
     pub traced_cgroups: AtomicU64,
+    /// Libraries and executables whose TLS functions are hooked.
+    pub tls_attached: AtomicU64,
+    /// Files defining TLS functions that could not be hooked.
+    pub tls_failures: AtomicU64,
     pub routes_overflowed: AtomicU64,
     pub started: Mutex<Option<Instant>>,
 }
@@ -147,6 +151,12 @@ pub fn render(o: &Observed) -> String {
         out,
         "# TYPE seam_traced_cgroups gauge\nseam_traced_cgroups {}",
         o.traced_cgroups.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE seam_tls_hooked_files gauge\nseam_tls_hooked_files {}\n# TYPE seam_tls_hook_failures_total counter\nseam_tls_hook_failures_total {}",
+        o.tls_attached.load(Relaxed),
+        o.tls_failures.load(Relaxed)
     );
     let _ = writeln!(
         out,

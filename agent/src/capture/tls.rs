@@ -1,0 +1,238 @@
+//! Finding TLS libraries and attaching the TLS probes to them.
+//!
+//! A uprobe attaches to a file (its inode), not to a process, so each
+//! distinct library or executable is attached once and covers every process
+//! that maps it — also processes that start later or `dlopen` it later
+//! (Python loads libssl with its `_ssl` module). Candidates come from the
+//! standard library directories at start-up, from what running processes
+//! map and execute (through /proc/PID/root, so containers' own copies count),
+//! and from each new executable the probes report.
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+/// Which functions of which library the TLS probes hook, as (symbol, entry
+/// program); every one also gets the shared return program.
+pub const OPENSSL: &[(&str, &str)] = &[
+    ("SSL_write", "tls_write"),
+    ("SSL_read", "tls_read"),
+    ("SSL_write_ex", "tls_write_ex"),
+    ("SSL_read_ex", "tls_read_ex"),
+    ("SSL_do_handshake", "tls_handshake"),
+    ("SSL_connect", "tls_handshake"),
+    ("SSL_accept", "tls_handshake"),
+    ("SSL_free", "tls_free"),
+];
+pub const GNUTLS: &[(&str, &str)] = &[
+    ("gnutls_record_send", "tls_write"),
+    ("gnutls_record_recv", "tls_read"),
+    ("gnutls_handshake", "tls_handshake"),
+    ("gnutls_deinit", "tls_free"),
+];
+
+/// One function to hook: where in the file, and with which program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hook {
+    pub symbol: &'static str,
+    pub program: &'static str,
+    /// Offset of the function's first instruction in the file.
+    pub file_offset: u64,
+    /// Also hook its return.
+    pub ret: bool,
+}
+pub const RETURN_PROGRAM: &str = "tls_return";
+
+/// A file the TLS probes can hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Path to open it by (through /proc/PID/root for other mount namespaces).
+    pub path: PathBuf,
+    pub hooks: Vec<Hook>,
+    pub library: &'static str,
+}
+
+/// Which hooks a file defines (not merely imports).
+pub fn hooks_in(path: &Path) -> Result<Candidate, String> {
+    let file = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: read-only mapping of an executable or library; a concurrent
+    // truncation (an upgrade) can at worst fail the parse.
+    let data =
+        unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))?;
+    let file =
+        object::File::parse(&*data).map_err(|e| format!("{}: not ELF: {e}", path.display()))?;
+    // Symbol addresses are virtual; uprobes want file offsets, through the
+    // section that holds each function.
+    let mut defined: HashMap<&str, u64> = HashMap::new();
+    for sym in file.dynamic_symbols().chain(file.symbols()) {
+        if !sym.is_definition() || sym.address() == 0 {
+            continue;
+        }
+        let (Ok(name), Some(index)) = (sym.name(), sym.section_index()) else {
+            continue;
+        };
+        let Ok(section) = file.section_by_index(index) else {
+            continue;
+        };
+        let Some((file_start, _)) = section.file_range() else {
+            continue;
+        };
+        defined.insert(name, sym.address() - section.address() + file_start);
+    }
+    for (library, table) in [("openssl", OPENSSL), ("gnutls", GNUTLS)] {
+        let hooks: Vec<Hook> = table
+            .iter()
+            .filter_map(|(symbol, program)| {
+                defined.get(symbol).map(|&file_offset| Hook {
+                    symbol,
+                    program,
+                    file_offset,
+                    ret: *program != "tls_free",
+                })
+            })
+            .collect();
+        // The read and write functions are the minimum.
+        if hooks
+            .iter()
+            .filter(|h| h.program.starts_with("tls_read") || h.program.starts_with("tls_write"))
+            .count()
+            >= 2
+        {
+            return Ok(Candidate {
+                path: path.to_path_buf(),
+                hooks,
+                library,
+            });
+        }
+    }
+    Err(format!(
+        "{}: defines no TLS functions seam hooks",
+        path.display()
+    ))
+}
+
+/// Library file names worth opening.
+pub fn is_tls_library_name(name: &str) -> bool {
+    name.starts_with("libssl.so") || name.starts_with("libgnutls.so")
+}
+
+/// Directories where a system's shared libraries live.
+const LIBRARY_DIRS: &[&str] = &[
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/local/lib",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+];
+
+/// Tracks which files are hooked, so each is attached once.
+#[derive(Debug, Default)]
+pub struct TlsFinder {
+    /// (device, inode) of files already considered.
+    seen: HashSet<(u64, u64)>,
+    /// Executables found not to define TLS functions, by (device, inode).
+    pub attached: Vec<Candidate>,
+    pub failures: HashMap<String, String>,
+}
+
+impl TlsFinder {
+    /// The file behind `path`, if not considered yet (marks it considered).
+    fn first_time(&mut self, path: &Path) -> bool {
+        match fs::metadata(path) {
+            Ok(m) => self.seen.insert((m.dev(), m.ino())),
+            Err(_) => false,
+        }
+    }
+
+    /// TLS libraries in the standard directories.
+    pub fn scan_library_dirs(&mut self, root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for dir in LIBRARY_DIRS {
+            let Ok(entries) = fs::read_dir(root.join(dir.trim_start_matches('/'))) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                if is_tls_library_name(&name.to_string_lossy()) {
+                    let p = e.path();
+                    if self.first_time(&p) {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// What process `pid` maps and executes that was not considered yet.
+    pub fn scan_process(&mut self, proc_root: &Path, pid: u32) -> Vec<PathBuf> {
+        let dir = proc_root.join(pid.to_string());
+        let root = dir.join("root");
+        let mut out = Vec::new();
+        if let Ok(exe) = fs::read_link(dir.join("exe")) {
+            let exe = root.join(exe.strip_prefix("/").unwrap_or(&exe));
+            if self.first_time(&exe) {
+                out.push(exe);
+            }
+        }
+        if let Ok(maps) = fs::read_to_string(dir.join("maps")) {
+            for line in maps.lines() {
+                let Some(path) = line.split_whitespace().nth(5) else {
+                    continue;
+                };
+                let name = path.rsplit('/').next().unwrap_or(path);
+                if !is_tls_library_name(name) {
+                    continue;
+                }
+                let p = root.join(path.trim_start_matches('/'));
+                if self.first_time(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_names() {
+        assert!(is_tls_library_name("libssl.so.3"));
+        assert!(is_tls_library_name("libgnutls.so.30"));
+        assert!(!is_tls_library_name("libcrypto.so.3"));
+        assert!(!is_tls_library_name("libsslx.txt"));
+    }
+
+    #[test]
+    fn system_libssl_defines_the_hooks() {
+        let mut f = TlsFinder::default();
+        let libs = f.scan_library_dirs(Path::new("/"));
+        let ssl = libs
+            .iter()
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libssl.so.3"))
+            })
+            .expect("libssl.so.3 on this machine");
+        let c = hooks_in(ssl).unwrap();
+        assert_eq!(c.library, "openssl");
+        assert_eq!(c.hooks.len(), 8);
+        let names: Vec<&str> = c.hooks.iter().map(|h| h.symbol).collect();
+        assert!(names.contains(&"SSL_write") && names.contains(&"SSL_do_handshake"));
+        assert!(c.hooks.iter().all(|h| h.file_offset > 0));
+        // Scanning again finds nothing new: each file is considered once.
+        assert!(f.scan_library_dirs(Path::new("/")).is_empty());
+        assert!(hooks_in(Path::new("/bin/sh")).is_err());
+    }
+}
