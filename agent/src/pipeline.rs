@@ -354,7 +354,8 @@ fn hook_tls(
     observed: &Observed,
 ) {
     for path in paths {
-        let Ok(candidate) = tls::hooks_in(&path) else {
+        let Ok(candidate) = tls::hooks_in(&path).or_else(|_| capture::gotls::go_hooks_in(&path))
+        else {
             continue;
         };
         match probes.attach_tls(&candidate) {

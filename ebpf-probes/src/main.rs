@@ -14,6 +14,8 @@ mod filter;
 #[cfg(target_arch = "bpf")]
 mod gaps;
 #[cfg(target_arch = "bpf")]
+mod go_tls;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod process;

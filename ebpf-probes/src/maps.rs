@@ -175,3 +175,27 @@ pub static TLS_SOCKS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536,
 /// `sock` holds the connection object until then.
 #[map]
 pub static PENDING_WRITES: LruHashMap<u64, Scratch> = LruHashMap::with_max_entries(1024, 0);
+
+/// A Go TLS call's key: the process and the goroutine (`g` pointer).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GoKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub g: u64,
+}
+
+#[map]
+pub static GO_CALLS: LruHashMap<GoKey, TlsCall> = LruHashMap::with_max_entries(16384, 0);
+
+/// The goroutine that entered a Go TLS call on a thread, until its first
+/// syscall there (which names the call's socket).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GoThread {
+    pub g: u64,
+    pub since: u64,
+}
+
+#[map]
+pub static GO_THREAD: LruHashMap<u64, GoThread> = LruHashMap::with_max_entries(16384, 0);

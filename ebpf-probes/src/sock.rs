@@ -11,8 +11,8 @@ use crate::{
     emit::{output, output_data},
     filter::current_mode,
     maps::{
-        ACTIVE, LAST_READ, LastRead, PENDING_WRITES, SOCK_SEEN, SOCKS, SockInfo, TLS_CALLS,
-        TLS_SOCKS, TRACED_PIDS, TRACED_PORTS,
+        ACTIVE, GO_CALLS, GO_THREAD, GoKey, LAST_READ, LastRead, PENDING_WRITES, SOCK_SEEN, SOCKS,
+        SockInfo, TLS_CALLS, TLS_SOCKS, TRACED_PIDS, TRACED_PORTS,
     },
     tls::mark_tls,
 };
@@ -20,6 +20,9 @@ use crate::{
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const IPPROTO_TCP: u16 = 6;
+
+/// How soon after a Go TLS call began its first syscall must come to count.
+const GO_SYSCALL_WINDOW_NS: u64 = 2_000_000;
 
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
@@ -44,6 +47,31 @@ fn mark_transfer(ctx: &TracePointContext, recv: bool) -> u32 {
         unsafe {
             (*active).sock = sk;
             fd = (*active).fd;
+        }
+    }
+    if let Some(thread) = GO_THREAD.get_ptr(&id) {
+        // A Go TLS call's first syscall, if it comes right after the call
+        // began (another goroutine may have the thread later).
+        // SAFETY: map value pointer valid for this program run.
+        let (g, since) = unsafe { ((*thread).g, (*thread).since) };
+        let _ = GO_THREAD.remove(&id);
+        let key = GoKey {
+            tgid: (id >> 32) as u32,
+            _pad: 0,
+            g,
+        };
+        if unsafe { bpf_ktime_get_ns() }.saturating_sub(since) < GO_SYSCALL_WINDOW_NS
+            && let Some(call) = GO_CALLS.get_ptr_mut(&key)
+        {
+            // SAFETY: as above.
+            unsafe {
+                if (*call).sock == 0 {
+                    (*call).sock = sk;
+                    (*call).fd = fd;
+                }
+            }
+            mark_tls(sk);
+            return 0;
         }
     }
     if let Some(call) = TLS_CALLS.get_ptr_mut(&id) {

@@ -307,3 +307,92 @@ async fn node_https_server_and_client() {
             .all(|s| s.attr("url.path").as_deref() != Some("/warmup"))
     );
 }
+
+/// Builds the Go HTTPS program of tests/apps/gotls (standard library only)
+/// as `name`, stripped or not.
+fn build_go(name: &str, stripped: bool) -> PathBuf {
+    let out = scratch_dir().join(name);
+    let mut cmd = Command::new("go");
+    cmd.arg("build").arg("-o").arg(&out);
+    if stripped {
+        cmd.arg("-ldflags=-s -w");
+    }
+    let built = cmd
+        .arg(".")
+        .current_dir(apps_dir("gotls"))
+        .env("GOCACHE", scratch_dir().join("gocache"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("go runs");
+    assert!(
+        built.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    out
+}
+
+async fn wait_hooked(agent: &Agent, file: &str) {
+    for _ in 0..100 {
+        if agent
+            .log()
+            .lines()
+            .any(|l| l.contains("TLS: hooked") && l.contains(file))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{file} was not hooked:\n{}", agent.log());
+}
+
+/// Go's crypto/tls: a server with a symbol table and a stripped client
+/// (symbols from .gopclntab), both started after the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_https_server_and_stripped_client() {
+    let _serial = serial().await;
+    let receiver = Receiver::start(Kind::Grpc).await;
+    let (cert, key) = certificate();
+    let server_bin = build_go("gotls-server", false);
+    let client_bin = build_go("gotls-client", true);
+    let mut args = Agent::otlp_args(&receiver);
+    args.extend(["--exe-name".into(), "gotls-server,gotls-client".into()]);
+    let mut agent = Agent::start(&args, &[]);
+    let port = free_port();
+    let mut serve = Command::new(&server_bin);
+    serve
+        .arg("serve")
+        .arg(port.to_string())
+        .arg(&cert)
+        .arg(&key);
+    let server = Proc::spawn("gotls-server", serve);
+    assert!(wait_port(port, Duration::from_secs(20)), "{}", server.log());
+    wait_hooked(&agent, "gotls-server").await;
+    let mut client_cmd = Command::new(&client_bin);
+    client_cmd.arg("client").arg(port.to_string());
+    let (_client, mut to, mut from) = Proc::spawn_interactive("gotls-client", client_cmd);
+    wait_hooked(&agent, "gotls-client").await;
+    for (path, want) in [("/one", "200"), ("/two", "200"), ("/missing", "404")] {
+        writeln!(to, "{path}").unwrap();
+        let mut line = String::new();
+        from.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), want);
+    }
+    let spans = receiver.settle(6, Duration::from_secs(20)).await;
+    assert!(agent.stop().success());
+    assert_eq!(spans.len(), 6, "{:#?}", names(&spans));
+    for path in ["/one", "/two", "/missing"] {
+        assert_eq!(
+            paired(&spans, "gotls-server", "gotls-client", path),
+            1,
+            "{path}"
+        );
+    }
+    let missing = spans
+        .iter()
+        .find(|s| s.is_client() && s.attr("url.path").as_deref() == Some("/missing"))
+        .unwrap();
+    assert!(missing.is_error());
+    assert_eq!(missing.int("http.response.status_code"), Some(404));
+}

@@ -1,6 +1,7 @@
 //! Loading the kernel probes, choosing what they trace, and reading what they
 //! report.
 pub mod decode;
+pub mod gotls;
 pub mod probes;
 pub mod reader;
 pub mod tls;

@@ -22,6 +22,9 @@ const UPROBES: &[&str] = &[
     "tls_handshake",
     "tls_free",
     tls::RETURN_PROGRAM,
+    "go_tls_write",
+    "go_tls_read",
+    "go_tls_ret",
 ];
 
 /// The probe object built by `agent/build.rs`.

@@ -1,0 +1,3 @@
+module seam.dev/gotls
+
+go 1.19
