@@ -19,6 +19,7 @@ use crate::{
     capture::{self, Event, ProbeStats, Probes, Selection, tls},
     clock::Clock,
     config::AgentConfig,
+    conn::reorder::Reorder,
     conn::{ConnConfig, ConnTracker, Record},
     discover::{
         self,
@@ -59,6 +60,23 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut probes = Probes::load(config.ring_buffer_bytes)?;
     let selection = resolve_selection(&config.selection, proc_root);
     let mut selector = probes.start(&selection, agent_pid, config.stitch.gap_threshold_ns)?;
+    if config.inject_traceparent {
+        let enabled = crate::discover::k8s::cgroup::find_cgroup2_mount()
+            .ok_or_else(|| "no cgroup2 file system is mounted".to_string())
+            .and_then(|root| {
+                probes.enable_injection(
+                    &mut selector,
+                    &root,
+                    config.stitch.sampler.root_threshold(),
+                )
+            });
+        match enabled {
+            Ok(()) => tracing::info!("traceparent injection on for outgoing plaintext HTTP/1"),
+            Err(e) => {
+                tracing::warn!("traceparent injection unavailable, carrying on without it: {e}")
+            }
+        }
+    }
     // After attaching, so that every connection is either in this scan or
     // seen by the probes from its handshake.
     let scan = sockets::scan(proc_root, agent_pid);
@@ -125,19 +143,31 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let conn_observed = observed.clone();
     let conn_task = tokio::spawn(async move {
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        let mut drain = tokio::time::interval(Duration::from_millis(5));
+        let mut reorder = Reorder::default();
         let mut out = Vec::new();
         let mut k8s_open = true;
         loop {
             tokio::select! {
                 batch = event_rx.recv() => match batch {
-                    Some(batch) => for event in batch {
-                        if let Event::Exec { pid, .. } = &event {
-                            let _ = exec_tx.try_send(*pid);
+                    Some(batch) => {
+                        for event in batch {
+                            if let Event::Exec { pid, .. } = &event {
+                                let _ = exec_tx.try_send(*pid);
+                            }
+                            reorder.push(event);
                         }
-                        tracker.handle(event, &mut out);
-                    },
-                    None => break,
+                        reorder.release(Clock::monotonic_now(), |e| tracker.handle(e, &mut out));
+                    }
+                    None => {
+                        reorder.flush(|e| tracker.handle(e, &mut out));
+                        let _ = record_tx.send(std::mem::take(&mut out)).await;
+                        break;
+                    }
                 },
+                _ = drain.tick(), if !reorder.is_empty() => {
+                    reorder.release(Clock::monotonic_now(), |e| tracker.handle(e, &mut out));
+                }
                 update = k8s_rx.recv(), if k8s_open => match update {
                     Some(update) => {
                         tracker.apply_k8s(update);

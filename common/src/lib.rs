@@ -136,6 +136,30 @@ pub struct Tuple {
     pub _pad: u16,
 }
 
+/// Trace context the probes decided themselves (traceparent injection): the
+/// span the agent must report for a request, so that what went on the wire
+/// and what is exported agree.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceCtx {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_id: [u8; 8],
+    /// W3C trace flags.
+    pub flags: u8,
+    /// [`ctx`] bits.
+    pub has: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Bits of [`TraceCtx::has`].
+pub mod ctx {
+    /// The context is set.
+    pub const SET: u8 = 1;
+    /// `parent_id` is set.
+    pub const PARENT: u8 = 2;
+}
+
 /// Header of a [`kind::DATA`] record: one socket transfer (or one TLS call) of
 /// a traced thread. `captured` payload bytes follow it in the record.
 #[repr(C)]
@@ -158,6 +182,9 @@ pub struct DataHeader {
     /// Payload bytes that follow this header (`<= MAX_CAPTURE`, `<= len`).
     pub captured: u32,
     pub tuple: Tuple,
+    /// For a request the probes started a span for (a server request while
+    /// injection is on, an injected client request): that span.
+    pub ctx: TraceCtx,
 }
 
 /// A TCP connection left `ESTABLISHED` (`newstate` is its next state) or closed.
@@ -264,6 +291,12 @@ pub struct Config {
     pub gaps: u32,
     /// Shortest file I/O or off-CPU wait reported as an [`IoEvent`].
     pub io_threshold_ns: u64,
+    /// Non-zero: insert `traceparent` into outgoing plaintext HTTP/1 requests.
+    pub inject: u32,
+    pub _pad: u32,
+    /// Head sampling of traces the probes start: sampled when the low 56
+    /// bits of the trace id reach this (0: always; above 2^56: never).
+    pub sample_threshold: u64,
 }
 
 /// Length of the statistics map: one slot per probe and counter.
@@ -352,7 +385,9 @@ mod tests {
         assert_eq!(offset_of!(DataHeader, pid), 40);
         assert_eq!(offset_of!(DataHeader, captured), 52);
         assert_eq!(offset_of!(DataHeader, tuple), 56);
-        assert_eq!(size_of::<DataHeader>(), 56 + size_of::<Tuple>());
+        assert_eq!(offset_of!(DataHeader, ctx), 96);
+        assert_eq!(size_of::<TraceCtx>(), 40);
+        assert_eq!(size_of::<DataHeader>(), 96 + size_of::<TraceCtx>());
         round_trip(DataHeader {
             kind: kind::DATA,
             flags: flag::EGRESS | flag::TUPLE_KNOWN | ((Probe::Sendto as u32) << flag::PROBE_SHIFT),
@@ -365,6 +400,14 @@ mod tests {
             fd: -1,
             captured: MAX_CAPTURE as u32,
             tuple: tuple(),
+            ctx: TraceCtx {
+                trace_id: [0xab; 16],
+                span_id: [0xcd; 8],
+                parent_id: [0xef; 8],
+                flags: 1,
+                has: ctx::SET | ctx::PARENT,
+                _pad: [0; 6],
+            },
         });
     }
 
@@ -434,14 +477,18 @@ mod tests {
 
     #[test]
     fn config_layout_and_round_trip() {
-        assert_eq!(size_of::<Config>(), 24);
+        assert_eq!(size_of::<Config>(), 40);
         assert_eq!(offset_of!(Config, io_threshold_ns), 16);
+        assert_eq!(offset_of!(Config, sample_threshold), 32);
         round_trip(Config {
             mode: mode::ALLOWLIST,
             agent_tgid: 77,
             fork_child_pid_offset: 20,
             gaps: 1,
             io_threshold_ns: 1_000_000,
+            inject: 1,
+            _pad: 0,
+            sample_threshold: 1 << 55,
         });
     }
 

@@ -6,7 +6,7 @@
 //! thread: a goroutine can block inside the call and resume on another thread.
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::uprobe,
     programs::ProbeContext,
 };
@@ -15,8 +15,12 @@ use seam_common::Probe;
 use crate::{
     emit::output_data,
     filter::is_traced,
-    maps::{Active, GO_CALLS, GO_THREAD, GoKey, GoThread, TLS_READ, TLS_SOCKS, TLS_WRITE, TlsCall},
+    maps::{
+        Active, FD_SOCKS, GO_CALLS, GO_THREAD, GoKey, GoThread, TLS_READ, TLS_SOCKS, TLS_WRITE,
+        TlsCall,
+    },
     syscalls::report,
+    tls::mark_tls,
 };
 
 /// Registers of the uprobe context (x86_64).
@@ -24,6 +28,21 @@ use crate::{
 fn regs(ctx: &ProbeContext) -> &aya_ebpf::bindings::pt_regs {
     // SAFETY: a uprobe's context is the task's saved registers.
     unsafe { &*(ctx.as_ptr() as *const aya_ebpf::bindings::pt_regs) }
+}
+
+/// The descriptor under a `*tls.Conn` whose `net.Conn` is a `*net.TCPConn`:
+/// `tls.Conn.conn` (an interface: its data word at +8) → `net.conn.fd`
+/// (`*netFD`, at +0) → `netFD.pfd.Sysfd` (at +16, after the 16-byte
+/// `fdMutex`). These layouts have not changed since Go 1.9.
+#[inline(always)]
+fn conn_fd(conn: u64) -> Option<i32> {
+    // SAFETY: user memory read through the helper, which checks access.
+    unsafe {
+        let tcp_conn: u64 = bpf_probe_read_user((conn + 8) as *const u64).ok()?;
+        let net_fd: u64 = bpf_probe_read_user(tcp_conn as *const u64).ok()?;
+        let fd: i64 = bpf_probe_read_user((net_fd + 16) as *const i64).ok()?;
+        (0..=i32::MAX as i64).contains(&fd).then_some(fd as i32)
+    }
 }
 
 #[inline(always)]
@@ -53,7 +72,7 @@ fn enter(ctx: &ProbeContext, kind: u32) -> u32 {
         sock: 0,
         probe: probe as u32,
         egress,
-        fd: -1,
+        fd: conn_fd(r.rax).unwrap_or(-1),
         kind,
     };
     let _ = GO_CALLS.insert(&key, &call, 0);
@@ -101,9 +120,21 @@ pub fn go_tls_ret(ctx: ProbeContext) -> u32 {
     if n <= 0 {
         return 0;
     }
+    // The call's own first syscall names its socket best; else the socket
+    // now behind the connection's descriptor (the syscall came too late to
+    // be sure of); else what an earlier call on the connection learnt.
+    let fd_sock = || {
+        let key = (id & !0xffff_ffff) | call.fd as u32 as u64;
+        // SAFETY: plain value read.
+        (call.fd >= 0)
+            .then(|| unsafe { FD_SOCKS.get(&key) }.copied())
+            .flatten()
+    };
     let sock = if call.sock != 0 {
-        let _ = TLS_SOCKS.insert(&call.conn, &call.sock, 0);
         call.sock
+    } else if let Some(sock) = fd_sock() {
+        mark_tls(sock);
+        sock
     } else {
         // SAFETY: plain value read.
         match unsafe { TLS_SOCKS.get(&call.conn) } {
@@ -111,6 +142,7 @@ pub fn go_tls_ret(ctx: ProbeContext) -> u32 {
             None => return 0,
         }
     };
+    let _ = TLS_SOCKS.insert(&call.conn, &sock, 0);
     let active = Active {
         ts_enter: call.ts_enter,
         buf: call.buf,

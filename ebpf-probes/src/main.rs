@@ -16,6 +16,8 @@ mod gaps;
 #[cfg(target_arch = "bpf")]
 mod go_tls;
 #[cfg(target_arch = "bpf")]
+mod inject;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod process;

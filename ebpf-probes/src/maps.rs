@@ -2,9 +2,9 @@
 //! finds them by these names.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
-use seam_common::{Config, DataHeader, MAX_CAPTURE, STATS_LEN, Tuple};
+use seam_common::{Config, DataHeader, MAX_CAPTURE, STATS_LEN, TraceCtx, Tuple};
 
 /// All records for the agent. The agent may resize it at load time.
 #[map]
@@ -199,3 +199,65 @@ pub struct GoThread {
 
 #[map]
 pub static GO_THREAD: LruHashMap<u64, GoThread> = LruHashMap::with_max_entries(16384, 0);
+
+/// Client sockets of traced processes between `connect()` and the end of
+/// their handshake, waiting to join [`SOCKHASH`] (injection only).
+#[map]
+pub static INJECT_SOCKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// The sockets whose outgoing messages the `sk_msg` program sees.
+#[map]
+pub static SOCKHASH: SockHash<u64> = SockHash::with_max_entries(65536, 0);
+
+/// Where a connection's outgoing byte stream stands, for framing requests.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct InjectState {
+    /// Bytes sent so far.
+    pub sent: u64,
+    /// Offset where the next request must start (`u64::MAX`: unknown).
+    pub next: u64,
+    /// Non-zero once something could not be framed: hands off for good.
+    pub stopped: u32,
+    pub _pad: u32,
+}
+
+#[map]
+pub static INJECT_STATE: LruHashMap<u64, InjectState> = LruHashMap::with_max_entries(65536, 0);
+
+/// A span context tied to a socket.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CtxOnSock {
+    pub ctx: TraceCtx,
+    pub sock: u64,
+    /// Non-zero: the thread read another request before answering this one
+    /// (an event loop), so its outgoing requests cannot be attributed.
+    pub ambiguous: u32,
+    pub _pad: u32,
+}
+
+/// The server request each thread serves (injection only), keyed by
+/// pid_tgid: requests it sends meanwhile are its children.
+#[map]
+pub static THREAD_CTX: LruHashMap<u64, CtxOnSock> = LruHashMap::with_max_entries(16384, 0);
+
+/// The span the `sk_msg` program just wrote into a request, for the sending
+/// syscall's record; keyed by pid_tgid.
+#[map]
+pub static INJECTED: LruHashMap<u64, CtxOnSock> = LruHashMap::with_max_entries(16384, 0);
+
+/// Room to look at the head of an outgoing message.
+#[map]
+pub static INJECT_BUF: PerCpuArray<[u8; 2048]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Results of scanning a request head (see `inject::Head`): one slot for
+/// the `sk_msg` program, one for the tracepoints.
+#[map]
+pub static HEAD_SCAN: PerCpuArray<crate::inject::Head> = PerCpuArray::with_max_entries(2, 0);
+
+/// The socket behind each file descriptor of traced processes, keyed by
+/// `tgid << 32 | fd`, from their socket transfers: a Go TLS call that named
+/// no socket itself is resolved through its connection's descriptor.
+#[map]
+pub static FD_SOCKS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);

@@ -9,10 +9,11 @@ use seam_common::{CloseEvent, Probe, Tuple, flag, kind, mode};
 use crate::{
     ctx::field,
     emit::{output, output_data},
-    filter::current_mode,
+    filter::{current_mode, is_traced},
+    inject,
     maps::{
-        ACTIVE, GO_CALLS, GO_THREAD, GoKey, LAST_READ, LastRead, PENDING_WRITES, SOCK_SEEN, SOCKS,
-        SockInfo, TLS_CALLS, TLS_SOCKS, TRACED_PIDS, TRACED_PORTS,
+        ACTIVE, FD_SOCKS, GO_CALLS, GO_THREAD, GoKey, LAST_READ, LastRead, PENDING_WRITES,
+        SOCK_SEEN, SOCKS, SockInfo, TLS_CALLS, TLS_SOCKS, TRACED_PIDS, TRACED_PORTS,
     },
     tls::mark_tls,
 };
@@ -47,6 +48,9 @@ fn mark_transfer(ctx: &TracePointContext, recv: bool) -> u32 {
         unsafe {
             (*active).sock = sk;
             fd = (*active).fd;
+        }
+        if fd >= 0 {
+            let _ = FD_SOCKS.insert(&((id & !0xffff_ffff) | fd as u32 as u64), &sk, 0);
         }
     }
     if let Some(thread) = GO_THREAD.get_ptr(&id) {
@@ -174,6 +178,12 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
                 _pad: 0,
             };
             let _ = SOCKS.insert(&sk, &info, 0);
+        }
+        TCP_SYN_SENT => {
+            // connect() runs in the connecting thread.
+            if is_traced() {
+                inject::on_connect(sk);
+            }
         }
         TCP_LISTEN => {
             // listen() runs in the listening process, so current is its owner.

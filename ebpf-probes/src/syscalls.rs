@@ -7,13 +7,13 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use seam_common::{DataHeader, Probe, Tuple, flag, kind};
+use seam_common::{DataHeader, Probe, TraceCtx, Tuple, flag, kind};
 
 use crate::{
     ctx::{syscall_arg, syscall_ret},
     emit::{copy_user, output_data},
     filter::is_traced,
-    gaps,
+    gaps, inject,
     maps::{ACTIVE, Active, SCRATCH, SOCK_SEEN, SOCK_TLS, SOCKS, Scratch, SockInfo},
 };
 
@@ -79,6 +79,7 @@ fn try_finish(ctx: &TracePointContext) -> Result<u32, u32> {
         return Ok(0);
     };
     gaps::track_serving(id, &active, sock_flags, scratch, filled);
+    inject::after_transfer(id, &active, sock_flags, scratch, filled);
     let probe = Probe::from_id(active.probe).ok_or(0u32)?;
     output_data(probe, scratch, filled);
     Ok(0)
@@ -158,6 +159,7 @@ pub fn fill(
             fd: active.fd,
             captured: 0,
             tuple,
+            ctx: TraceCtx::default(),
         };
     }
     let mut filled = 0usize;

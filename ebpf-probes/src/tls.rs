@@ -14,6 +14,7 @@ use seam_common::{Probe, flag};
 use crate::{
     emit::output_data,
     filter::is_traced,
+    inject,
     maps::{
         Active, LAST_READ, PENDING_WRITES, SOCK_TLS, SOCKS, SockInfo, TLS_CALLS, TLS_HANDSHAKE,
         TLS_READ, TLS_SOCKS, TLS_WRITE, TlsCall,
@@ -128,9 +129,10 @@ fn exit(ctx: &RetProbeContext) -> u32 {
         vectored: 0,
         egress: call.egress,
     };
-    let Some((_, scratch, filled)) = report(id, &active, total, true) else {
+    let Some((sock_flags, scratch, filled)) = report(id, &active, total, true) else {
         return 0;
     };
+    inject::after_transfer(id, &active, sock_flags, scratch, filled);
     let probe = if call.egress != 0 {
         Probe::SslWrite
     } else {

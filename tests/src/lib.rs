@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod checkout;
 pub mod k8s;
+pub mod netns;
 pub mod otlp;
 pub mod procs;
 pub mod servers;

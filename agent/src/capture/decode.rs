@@ -36,6 +36,34 @@ pub struct DataEvent {
     pub len: u64,
     pub payload: Bytes,
     pub probe: Option<Probe>,
+    /// The span the probes decided for a request that starts in this
+    /// transfer (traceparent injection).
+    pub kernel_ctx: Option<KernelCtx>,
+}
+
+/// A span the probes decided (see `seam_common::TraceCtx`): its ids went on
+/// the wire, so the exported span must carry them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelCtx {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_id: Option<[u8; 8]>,
+    pub flags: u8,
+}
+
+impl KernelCtx {
+    fn from_record(c: &seam_common::TraceCtx) -> Option<Self> {
+        if c.has & seam_common::ctx::SET == 0 || c.trace_id == [0; 16] || c.span_id == [0; 8] {
+            return None;
+        }
+        Some(Self {
+            trace_id: c.trace_id,
+            span_id: c.span_id,
+            parent_id: (c.has & seam_common::ctx::PARENT != 0 && c.parent_id != [0; 8])
+                .then_some(c.parent_id),
+            flags: c.flags,
+        })
+    }
 }
 
 /// A connection left ESTABLISHED or closed.
@@ -165,6 +193,7 @@ pub fn decode(record: &[u8], arena: &mut BytesMut) -> Option<Event> {
                 len: h.len,
                 payload,
                 probe: Probe::from_id(h.flags >> flag::PROBE_SHIFT),
+                kernel_ctx: KernelCtx::from_record(&h.ctx),
             }))
         }
         kind::CLOSE => {
@@ -252,6 +281,14 @@ mod tests {
             fd: 3,
             captured: 4,
             tuple,
+            ctx: seam_common::TraceCtx {
+                trace_id: [5; 16],
+                span_id: [6; 8],
+                parent_id: [0; 8],
+                flags: 1,
+                has: seam_common::ctx::SET,
+                _pad: [0; 6],
+            },
         };
         let mut rec = record_bytes(&h).to_vec();
         rec.extend_from_slice(b"HTTP");
@@ -264,6 +301,16 @@ mod tests {
         assert_eq!(d.direction, Direction::Egress);
         assert_eq!(d.role, Some(Role::Server));
         assert_eq!(d.probe, Some(Probe::Writev));
+        // A context without the PARENT bit is a root.
+        assert_eq!(
+            d.kernel_ctx,
+            Some(KernelCtx {
+                trace_id: [5; 16],
+                span_id: [6; 8],
+                parent_id: None,
+                flags: 1
+            })
+        );
         assert_eq!(
             d.endpoints,
             Some(Endpoints {

@@ -7,5 +7,5 @@ pub mod reader;
 pub mod tls;
 pub mod tracefs;
 
-pub use decode::{CloseInfo, DataEvent, Event, IoInfo, IoKind};
+pub use decode::{CloseInfo, DataEvent, Event, IoInfo, IoKind, KernelCtx};
 pub use probes::{CaptureError, ProbeStats, Probes, Selection, Selector};

@@ -1,11 +1,11 @@
 //! Loading the embedded probes, attaching them, and steering their filter.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, SockHash},
     programs::{
-        TracePoint, UProbe,
+        CgroupAttachMode, SkMsg, SockOps, TracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeScope},
     },
 };
@@ -222,6 +222,7 @@ pub struct Probes {
     ebpf: Ebpf,
     stats: PerCpuArray<MapData, u64>,
     tracefs: PathBuf,
+    sockhash: Option<SockHash<MapData, u64>>,
 }
 
 impl Probes {
@@ -261,6 +262,7 @@ impl Probes {
             ebpf,
             stats,
             tracefs,
+            sockhash: None,
         })
     }
 
@@ -317,6 +319,9 @@ impl Probes {
                     fork_child_pid_offset: fork_offset,
                     gaps: u32::from(gap_threshold_ns.is_some()),
                     io_threshold_ns: gap_threshold_ns.unwrap_or(u64::MAX),
+                    inject: 0,
+                    _pad: 0,
+                    sample_threshold: 0,
                 },
                 0,
             )
@@ -365,6 +370,56 @@ impl Probes {
             hooked += 1;
         }
         Ok(hooked)
+    }
+
+    /// Turns on `traceparent` injection: the `sk_msg` program on the
+    /// sockhash, `sock_ops` on the cgroup2 tree at `cgroup2` (every socket
+    /// of the host passes there; only traced processes' client sockets join
+    /// the sockhash). `sample_threshold` is the root sampler's rejection
+    /// threshold for traces the probes start. On error nothing is changed
+    /// and the caller carries on without injection.
+    pub fn enable_injection(
+        &mut self,
+        selector: &mut Selector,
+        cgroup2: &Path,
+        sample_threshold: u64,
+    ) -> Result<(), String> {
+        let sockhash: SockHash<MapData, u64> = SockHash::try_from(
+            self.take("SOCKHASH")
+                .map_err(|e| format!("probe object: {e}"))?,
+        )
+        .map_err(|e| format!("sockhash: {e}"))?;
+        let msg: &mut SkMsg = self
+            .ebpf
+            .program_mut("inject_msg")
+            .ok_or("the probe object has no inject_msg program")?
+            .try_into()
+            .map_err(|e| format!("inject_msg: {e}"))?;
+        msg.load()
+            .map_err(|e| format!("loading the sk_msg program: {e}"))?;
+        msg.attach(sockhash.fd())
+            .map_err(|e| format!("attaching sk_msg to the sockhash: {e}"))?;
+        let cgroup = std::fs::File::open(cgroup2)
+            .map_err(|e| format!("opening cgroup2 root {}: {e}", cgroup2.display()))?;
+        let ops: &mut SockOps = self
+            .ebpf
+            .program_mut("inject_sockops")
+            .ok_or("the probe object has no inject_sockops program")?
+            .try_into()
+            .map_err(|e| format!("inject_sockops: {e}"))?;
+        ops.load()
+            .map_err(|e| format!("loading the sock_ops program: {e}"))?;
+        // Through a BPF link (Linux 5.7+) the attachment coexists with other
+        // programs on the cgroup whatever the mode; the kernel refuses the
+        // multi flag on link creation.
+        ops.attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(|e| format!("attaching sock_ops to {}: {e}", cgroup2.display()))?;
+        // The map stays open through the program attached to it.
+        self.sockhash = Some(sockhash);
+        let mut config = selector.config.get(&0, 0).map_err(|e| e.to_string())?;
+        config.inject = 1;
+        config.sample_threshold = sample_threshold;
+        selector.config.set(0, config, 0).map_err(|e| e.to_string())
     }
 
     fn take(&mut self, name: &'static str) -> Result<aya::maps::Map, CaptureError> {

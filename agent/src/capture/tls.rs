@@ -222,8 +222,10 @@ mod tests {
             .iter()
             .find(|p| {
                 p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("libssl.so.3"))
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libssl.so"))
             })
+            // Found once per file: as libssl.so.3 or its libssl.so link,
+            // whichever the directory lists first.
             .expect("libssl.so.3 on this machine");
         let c = hooks_in(ssl).unwrap();
         assert_eq!(c.library, "openssl");

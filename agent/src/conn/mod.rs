@@ -4,7 +4,7 @@
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use crate::{
-    capture::{CloseInfo, DataEvent, Event, IoInfo, IoKind, Selector},
+    capture::{CloseInfo, DataEvent, Event, IoInfo, IoKind, KernelCtx, Selector},
     discover::k8s::K8sUpdate,
     discover::{
         self,
@@ -48,6 +48,8 @@ pub enum Record {
         tid: u32,
         request: Request,
         timing: Timing,
+        /// The span the probes decided for it, when they did.
+        kernel_ctx: Option<KernelCtx>,
     },
     /// The request got its final response.
     Done {
@@ -364,13 +366,23 @@ impl ConnTracker {
             }));
         }
         let meta = conn.meta.clone().expect("set above");
-        Self::forward(&self.counters, &meta, ev.tid, &mut self.scratch, out);
+        let kernel = ev.kernel_ctx.map(|c| (ev.timing, c));
+        Self::forward(
+            &self.counters,
+            &meta,
+            ev.tid,
+            kernel,
+            &mut self.scratch,
+            out,
+        );
     }
 
+    /// `kernel`: the probes' span for a request starting at that transfer.
     fn forward(
         counters: &Counters,
         meta: &Arc<ConnMeta>,
         tid: u32,
+        kernel: Option<(Timing, KernelCtx)>,
         events: &mut Vec<ProtoEvent>,
         out: &mut Vec<Record>,
     ) {
@@ -392,6 +404,7 @@ impl ConnTracker {
                         tid,
                         request,
                         timing: start,
+                        kernel_ctx: kernel.filter(|(t, _)| *t == start).map(|(_, c)| c),
                     });
                 }
                 ProtoEvent::Done { seq, exchange } => {
@@ -454,7 +467,7 @@ impl ConnTracker {
             parser.close(&mut self.scratch);
         }
         if let Some(meta) = conn.meta.clone() {
-            Self::forward(&self.counters, &meta, 0, &mut self.scratch, out);
+            Self::forward(&self.counters, &meta, 0, None, &mut self.scratch, out);
         }
         if close.closed {
             self.conns.remove(&close.sock);
@@ -477,12 +490,14 @@ impl ConnTracker {
                     parser.close(&mut self.scratch);
                 }
                 if let Some(meta) = conn.meta {
-                    Self::forward(&self.counters, &meta, 0, &mut self.scratch, out);
+                    Self::forward(&self.counters, &meta, 0, None, &mut self.scratch, out);
                 }
             }
         }
     }
 }
+
+pub mod reorder;
 
 #[cfg(test)]
 mod tests {
@@ -509,6 +524,7 @@ mod tests {
             len: bytes.len() as u64,
             payload: Bytes::from_static(bytes),
             probe: None,
+            kernel_ctx: None,
         })
     }
 

@@ -251,6 +251,23 @@ impl HeadSampler {
         }
     }
 
+    /// The rejection threshold for root spans started in the kernel (see
+    /// the module doc): 0 samples every trace, `2^56` none. Children follow
+    /// their parent's flag there, as `ParentBased` does.
+    pub fn root_threshold(&self) -> u64 {
+        let root = match self {
+            HeadSampler::AlwaysOn => RootSampler::AlwaysOn,
+            HeadSampler::AlwaysOff => RootSampler::AlwaysOff,
+            HeadSampler::TraceIdRatioBased(r) => RootSampler::TraceIdRatioBased(*r),
+            HeadSampler::ParentBased(root) => *root,
+        };
+        match root {
+            RootSampler::AlwaysOn => 0,
+            RootSampler::AlwaysOff => MAX_THRESHOLD,
+            RootSampler::TraceIdRatioBased(r) => r.threshold(),
+        }
+    }
+
     /// The specification's `GetDescription`.
     pub fn description(&self) -> String {
         match self {

@@ -42,7 +42,7 @@ use std::{
 use rand::RngCore as _;
 
 use crate::{
-    capture::{IoInfo, IoKind},
+    capture::{IoInfo, IoKind, KernelCtx},
     clock::Clock,
     conn::{ConnMeta, Record, RequestKey},
     policy::sampler::{HeadSampler, ParentSampling},
@@ -113,6 +113,13 @@ struct Inflight {
     activity: gaps::Activity,
     /// Server: slow file operations, to become INTERNAL child spans.
     file_ops: Vec<(IoInfo, String)>,
+}
+
+/// How a starting request relates to the others (see [`Inflight`]).
+struct Links {
+    linked_client: Option<RequestKey>,
+    serving: Option<RequestKey>,
+    foreign: bool,
 }
 
 /// Waits and children remembered per server request; more are ignored.
@@ -277,7 +284,11 @@ impl Stitcher {
                 tid,
                 request,
                 timing: _,
-            } => self.start(key, &conn, tid, &request),
+                kernel_ctx,
+            } => match kernel_ctx {
+                Some(k) => self.start_decided(key, &conn, tid, &request, k),
+                None => self.start(key, &conn, tid, &request),
+            },
             Record::Done {
                 key,
                 conn,
@@ -442,6 +453,98 @@ impl Stitcher {
                 }
             }
         };
+        self.track(
+            key,
+            conn,
+            tid,
+            ctx,
+            Links {
+                linked_client,
+                serving,
+                foreign,
+            },
+        );
+    }
+
+    /// A request whose span the probes decided (its ids went on the wire, or
+    /// children's did): those ids win. Linking bookkeeping still applies
+    /// where it agrees with them.
+    fn start_decided(
+        &mut self,
+        key: RequestKey,
+        conn: &Arc<ConnMeta>,
+        tid: u32,
+        request: &Request,
+        k: KernelCtx,
+    ) {
+        let mut linked_client = None;
+        let mut serving = None;
+        let trace_state = propagation::extract(request)
+            .filter(|c| c.trace_id == k.trace_id)
+            .map(|c| c.trace_state);
+        let mut trace_state = trace_state.unwrap_or_default();
+        match conn.role {
+            Role::Server => {
+                if self.config.tuple_linking
+                    && let Some(p) = pair(conn)
+                    && let Some((client_key, client, false)) = self.take_client(p)
+                    && Some(client.span_id) == k.parent_id
+                {
+                    linked_client = Some(client_key);
+                }
+            }
+            Role::Client => {
+                if let Some(s) = self.serving_key((conn.pid, tid)).filter(|s| {
+                    self.inflight
+                        .get(s)
+                        .is_some_and(|i| Some(i.ctx.span_id) == k.parent_id)
+                }) {
+                    serving = Some(s);
+                    if let Some(i) = self.inflight.get_mut(&s) {
+                        i.exported_children += 1;
+                        trace_state = i.ctx.trace_state.clone();
+                    }
+                }
+            }
+        }
+        let sampled = self.config.sampler.should_sample(
+            &k.trace_id,
+            k.parent_id.map(|_| ParentSampling {
+                sampled: k.flags & 1 == 1,
+                remote: conn.role == Role::Server,
+            }),
+        );
+        let ctx = SpanContext {
+            trace_id: k.trace_id,
+            span_id: k.span_id,
+            parent_span_id: k.parent_id,
+            trace_state,
+            flags: (k.flags & !1) | u8::from(sampled),
+        };
+        self.track(
+            key,
+            conn,
+            tid,
+            ctx,
+            Links {
+                linked_client,
+                serving,
+                foreign: false,
+            },
+        );
+    }
+
+    /// Remembers a started request until its response.
+    fn track(
+        &mut self,
+        key: RequestKey,
+        conn: &Arc<ConnMeta>,
+        tid: u32,
+        ctx: SpanContext,
+        links: Links,
+    ) {
+        let thread = (conn.pid, tid);
+        let pair = pair(conn);
         match conn.role {
             Role::Server => self.serving.entry(thread).or_default().push(key),
             Role::Client => {
@@ -457,10 +560,10 @@ impl Stitcher {
                 thread,
                 role: conn.role,
                 pair,
-                linked_client,
+                linked_client: links.linked_client,
                 child_end: 0,
-                foreign,
-                serving,
+                foreign: links.foreign,
+                serving: links.serving,
                 exported_children: 0,
                 foreign_children: 0,
                 activity: gaps::Activity::default(),

@@ -51,6 +51,17 @@ impl World {
     }
 
     fn start(&mut self, conn: &Arc<ConnMeta>, tid: u32, timing: Timing, headers: &[(&str, &str)]) {
+        self.start_with(conn, tid, timing, headers, None);
+    }
+
+    fn start_with(
+        &mut self,
+        conn: &Arc<ConnMeta>,
+        tid: u32,
+        timing: Timing,
+        headers: &[(&str, &str)],
+        kernel_ctx: Option<KernelCtx>,
+    ) {
         self.st.push(Record::Start {
             key: RequestKey {
                 sock: conn.sock,
@@ -60,6 +71,7 @@ impl World {
             tid,
             request: Request::Http(head(headers)),
             timing,
+            kernel_ctx,
         });
     }
 
@@ -386,4 +398,80 @@ fn forwarded_header_is_not_self_instrumentation() {
     assert_eq!(cli.parent_span_id, Some(srv.span_id));
     assert_eq!(up.parent_span_id, Some(cli.span_id));
     assert!(srv.trace_id == cli.trace_id && cli.trace_id == up.trace_id);
+}
+
+/// With injection on, the probes decide ids: the server span gets the ids
+/// its thread's injected requests named as parent, the client span exactly
+/// the ids written into its request, and the downstream server (which read
+/// them from the header) points at it.
+#[test]
+fn ids_decided_by_the_probes_win() {
+    let mut w = World::new();
+    let order_srv = w.conn(10, 1, Role::Server, "127.0.0.1:8000", "127.0.0.1:50000");
+    let order_cli = w.conn(11, 1, Role::Client, "127.0.0.1:50001", "127.0.0.1:8001");
+    let inv_srv = w.conn(12, 2, Role::Server, "127.0.0.1:8001", "127.0.0.1:50001");
+    let trace = [7u8; 16];
+    let server = KernelCtx {
+        trace_id: trace,
+        span_id: [1; 8],
+        parent_id: None,
+        flags: 1,
+    };
+    let client = KernelCtx {
+        trace_id: trace,
+        span_id: [2; 8],
+        parent_id: Some([1; 8]),
+        flags: 1,
+    };
+    let downstream = KernelCtx {
+        trace_id: trace,
+        span_id: [3; 8],
+        parent_id: Some([2; 8]),
+        flags: 1,
+    };
+    w.start_with(&order_srv, 11, t(100, 110), &[], Some(server));
+    w.start_with(&order_cli, 11, t(200, 205), &[], Some(client));
+    w.start_with(&inv_srv, 21, t(150, 210), &[], Some(downstream));
+    w.done(&inv_srv, t(150, 210), t(300, 310));
+    w.done(&order_cli, t(200, 205), t(320, 330));
+    w.done(&order_srv, t(100, 110), t(400, 410));
+    w.run();
+    assert_eq!(w.spans.len(), 3);
+    let root = w.span_of(1, SpanKind::Server);
+    let cli = w.span_of(1, SpanKind::Client);
+    let inv = w.span_of(2, SpanKind::Server);
+    assert_eq!(
+        (root.trace_id, root.span_id, root.parent_span_id),
+        (trace, [1; 8], None)
+    );
+    assert_eq!((cli.span_id, cli.parent_span_id), ([2; 8], Some([1; 8])));
+    assert_eq!((inv.span_id, inv.parent_span_id), ([3; 8], Some([2; 8])));
+    // The linked server span still stretches its client span.
+    assert_eq!(cli.end_unix_ns, w.st.clock.unix_ns(330));
+    assert_eq!(w.st.inflight(), 0);
+}
+
+/// A client span the probes started as a root (its thread served several
+/// requests at once) is not counted as a child of the served request, and
+/// keeps its own trace.
+#[test]
+fn probe_root_client_is_not_a_child() {
+    let mut w = World::new();
+    let srv = w.conn(10, 1, Role::Server, "127.0.0.1:8000", "127.0.0.1:50000");
+    let cli = w.conn(11, 1, Role::Client, "127.0.0.1:50001", "10.0.0.9:80");
+    w.start(&srv, 11, t(100, 110), &[]);
+    let root = KernelCtx {
+        trace_id: [9; 16],
+        span_id: [4; 8],
+        parent_id: None,
+        flags: 1,
+    };
+    w.start_with(&cli, 11, t(200, 205), &[], Some(root));
+    w.done(&cli, t(200, 205), t(320, 330));
+    w.done(&srv, t(100, 110), t(400, 410));
+    w.run();
+    let client = w.span_of(1, SpanKind::Client);
+    assert_eq!((client.trace_id, client.parent_span_id), ([9; 16], None));
+    let server = w.span_of(1, SpanKind::Server);
+    assert_ne!(server.trace_id, [9; 16]);
 }
