@@ -25,6 +25,20 @@ const PIP: &[(&str, &str)] = &[
     ("gunicorn", "gunicorn"),
     ("requests", "requests"),
     ("fuse", "fusepy"),
+    // cargo xtask bench: the OpenTelemetry Python SDK's auto-instrumentation.
+    ("opentelemetry.distro", "opentelemetry-distro"),
+    (
+        "opentelemetry.exporter.otlp.proto.http",
+        "opentelemetry-exporter-otlp",
+    ),
+    (
+        "opentelemetry.instrumentation.flask",
+        "opentelemetry-instrumentation-flask",
+    ),
+    (
+        "opentelemetry.instrumentation.requests",
+        "opentelemetry-instrumentation-requests",
+    ),
 ];
 
 /// The pinned probe toolchain, from probe-toolchain.toml.
