@@ -126,7 +126,7 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
     let chain_rates = if quick {
         vec![20]
     } else {
-        vec![100, 1000, 5000]
+        vec![50, 1000, 5000]
     };
     vec![
         Scenario {
@@ -776,6 +776,12 @@ fn measure_into(
         s.spans_expected = Some(out.ok * scn.spans_per_request);
     }
     if let Some(a) = agent.as_mut() {
+        if !a.group.running() {
+            bail!(
+                "seam stopped during the load (a signal from outside?):\n{}",
+                a.group.log()
+            );
+        }
         let pid = a.group.pid();
         s.agent_cpu_s = cpu_seconds(pid).zip(agent0).map(|(b, a)| b - a);
         s.agent_rss_kib = peak_rss_kib(pid);
