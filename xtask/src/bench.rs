@@ -1080,7 +1080,10 @@ fn markdown(rows: &[Row], notes: &[String]) -> String {
          `max`: wrk, 1 thread, closed loop; `N/s`: constant rate, latency from each request's \
          scheduled time. CPU per 1,000 requests is utime+stime from /proc; app CPU is every \
          process of the traced servers (it includes the probes, which run in the traced \
-         processes' syscalls).\n",
+         processes' syscalls). wrk stops with requests in flight that the servers still \
+         answer, so at `max` spans can exceed requests × spans per request by up to its \
+         connections × spans per request. nginx-tls expects one span per request too: a \
+         seam that cannot read TLS plaintext sees only ciphertext there and makes none.\n",
     );
     for n in notes {
         let _ = writeln!(md, "\n- {n}");
