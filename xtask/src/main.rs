@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: everything that needs root, mounts, packages or
 //! toolchains lives here, not in the agent.
+mod bench;
 mod cmd;
 mod demo;
 mod setup;
@@ -45,6 +46,9 @@ enum Task {
         #[arg(long, default_value_t = 3)]
         requests: u32,
     },
+    /// Measure what tracing costs: nginx (plaintext, TLS) and the checkout
+    /// chain without tracing, under seam and under the OTel Python SDK.
+    Bench(bench::Options),
     /// Run every test: unit tests and end-to-end tests with real probes.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -60,5 +64,6 @@ fn main() -> anyhow::Result<()> {
         Task::Run { debug, args } => tasks::run(!debug, &args),
         Task::Test { args } => tasks::test(&args),
         Task::Demo { requests } => demo::run(requests),
+        Task::Bench(opts) => bench::run(opts),
     }
 }

@@ -32,6 +32,20 @@ const PIP: &[(&str, &str)] = &[
     ("grpc", "grpcio"),
     ("kubernetes_validate", "kubernetes-validate==1.37.0"),
     ("helm_python", "helm-python-sdk==0.2.2"),
+    // cargo xtask bench: the OpenTelemetry Python SDK's auto-instrumentation.
+    ("opentelemetry.distro", "opentelemetry-distro"),
+    (
+        "opentelemetry.exporter.otlp.proto.http",
+        "opentelemetry-exporter-otlp",
+    ),
+    (
+        "opentelemetry.instrumentation.flask",
+        "opentelemetry-instrumentation-flask",
+    ),
+    (
+        "opentelemetry.instrumentation.requests",
+        "opentelemetry-instrumentation-requests",
+    ),
 ];
 
 /// The pinned probe toolchain, from probe-toolchain.toml.

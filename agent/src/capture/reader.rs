@@ -14,6 +14,14 @@ use crate::metrics::{self, Counters};
 /// Events handed to the connection stage at most this many at a time.
 const BATCH: usize = 512;
 
+/// Pause after each drain before waiting for the ring again. A probe's
+/// commit wakes the reader only when the reader had caught up; while it
+/// pauses, commits skip the wakeup (an irq_work, and an inter-processor
+/// interrupt that is expensive in a VM, in the traced process's syscall),
+/// so events arrive in batches of up to this much time rather than one by
+/// one. Far below the stitch stage's reorder window.
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
 pub async fn run(
     ring: RingBuf<MapData>,
     tx: mpsc::Sender<Vec<Event>>,
@@ -48,5 +56,6 @@ pub async fn run(
                 return Ok(());
             }
         }
+        tokio::time::sleep(PAUSE).await;
     }
 }

@@ -236,6 +236,10 @@ impl Redactor {
         headers: &[(String, String)],
     ) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
+        // Nothing is exported without an allowlist (the default).
+        if self.allow.is_empty() {
+            return out;
+        }
         for (name, value) in headers {
             let name = name.trim().to_ascii_lowercase();
             if NEVER_EXPORTED_HEADERS.contains(&name.as_str()) || !self.allow.contains(&name) {

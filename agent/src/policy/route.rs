@@ -227,7 +227,11 @@ impl Router {
             }
         }
         let inferred = infer_route(path);
-        let known = self.seen.entry(service.to_string()).or_default();
+        // Looked up before inserting: no key allocation once a service is known.
+        if !self.seen.contains_key(service) {
+            self.seen.insert(service.to_string(), HashSet::new());
+        }
+        let known = self.seen.get_mut(service).expect("inserted above");
         if known.contains(&inferred) {
             return RouteMatch {
                 route: inferred,

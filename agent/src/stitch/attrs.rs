@@ -329,12 +329,15 @@ pub fn http_span(
         Some(e) => (Some(e.local), Some(e.peer)),
         None => (None, None),
     };
-    if let Some(peer) = peer {
-        a.set("network.peer.address", ip_string(peer.ip()));
+    // Each address is formatted once, however many attributes carry it.
+    let peer_ip = peer.map(|p| ip_string(p.ip()));
+    let local_ip = local.map(|l| ip_string(l.ip()));
+    if let (Some(peer), Some(ip)) = (peer, &peer_ip) {
+        a.set("network.peer.address", ip.as_str());
         a.set("network.peer.port", peer.port() as i64);
     }
-    if let Some(local) = local {
-        a.set("network.local.address", ip_string(local.ip()));
+    if let (Some(local), Some(ip)) = (local, &local_ip) {
+        a.set("network.local.address", ip.as_str());
         a.set("network.local.port", local.port() as i64);
     }
 
@@ -348,13 +351,13 @@ pub fn http_span(
                     }
                 }
                 (None, Some(local)) => {
-                    a.set("server.address", ip_string(local.ip()));
+                    a.set("server.address", local_ip.clone().unwrap_or_default());
                     a.set("server.port", local.port() as i64);
                 }
                 (None, None) => {}
             }
-            if let Some(peer) = peer {
-                a.set("client.address", ip_string(peer.ip()));
+            if let (Some(peer), Some(ip)) = (peer, peer_ip) {
+                a.set("client.address", ip);
                 a.set("client.port", peer.port() as i64);
             }
             a.set("http.route", route.as_str());
@@ -363,7 +366,7 @@ pub fn http_span(
         Role::Client => {
             let (server_host, server_port) = match (&host, peer) {
                 (Some((h, p)), peer) => (Some(h.clone()), p.or(peer.map(|p| p.port()))),
-                (None, Some(peer)) => (Some(ip_string(peer.ip())), Some(peer.port())),
+                (None, Some(peer)) => (peer_ip, Some(peer.port())),
                 (None, None) => (None, None),
             };
             if let Some(h) = &server_host {
