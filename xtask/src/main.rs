@@ -2,6 +2,7 @@
 //! toolchains lives here, not in the agent.
 mod cmd;
 mod demo;
+mod fuzz;
 mod setup;
 mod tasks;
 
@@ -45,6 +46,21 @@ enum Task {
         #[arg(long, default_value_t = 3)]
         requests: u32,
     },
+    /// Fuzz the parsers: run every cargo-fuzz target in fuzz/ for a while.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// Only this target (repeatable).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+        /// Unoptimised build: quicker to build, slower to run.
+        #[arg(long)]
+        dev: bool,
+        /// Cargo target directory of the fuzz build (default target/fuzz).
+        #[arg(long)]
+        target_dir: Option<std::path::PathBuf>,
+    },
     /// Run every test: unit tests and end-to-end tests with real probes.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -60,5 +76,16 @@ fn main() -> anyhow::Result<()> {
         Task::Run { debug, args } => tasks::run(!debug, &args),
         Task::Test { args } => tasks::test(&args),
         Task::Demo { requests } => demo::run(requests),
+        Task::Fuzz {
+            time,
+            targets,
+            dev,
+            target_dir,
+        } => fuzz::run(&fuzz::Options {
+            time,
+            targets,
+            dev,
+            target_dir,
+        }),
     }
 }
