@@ -12,8 +12,9 @@
 //! e-mail address or a card number never survives; `url_full` redacts
 //! userinfo and query and fragment values; exported headers are allowlisted,
 //! lower-case, never credentials, and not repeated; routes are at most four
-//! times as long as the path, stable when routed again, and come from a
-//! template, the inference or the overflow route, within the route budget.
+//! times as long as the path, keep its segments (when nothing is
+//! percent-encoded) with numeric ones as `{id}`, and come from a template, the
+//! inference or the overflow route, within the route budget.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -183,7 +184,17 @@ fuzz_target!(|input: &[u8]| {
             inferred.len() <= 4 * line.len() + 1,
             "{line:?} -> {inferred:?}"
         );
-        assert_eq!(infer_route(&inferred), inferred, "{line:?} is not stable");
+        let path = line.split(['?', '#']).next().unwrap_or("");
+        if path.starts_with('/') && path.len() > 1 && !path.contains('%') {
+            let segs: Vec<&str> = path.split('/').collect();
+            let got: Vec<&str> = inferred.split('/').collect();
+            assert_eq!(segs.len(), got.len(), "{line:?} -> {inferred:?}");
+            for (seg, got) in segs.iter().zip(&got) {
+                if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+                    assert_eq!(*got, "{id}", "{line:?} -> {inferred:?}");
+                }
+            }
+        }
         let m = router.route_match("svc", line);
         match m.source {
             RouteSource::Configured => assert!(TEMPLATES.contains(&m.route.as_str())),

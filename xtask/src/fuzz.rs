@@ -3,7 +3,8 @@
 //! The targets build once with the pinned nightly (sanitizers need it), then
 //! each runs for `--time` seconds on a working corpus under
 //! `target/fuzz/corpus/<target>` seeded from the committed `fuzz/corpus/<target>`
-//! (which libFuzzer only reads). The build goes to `target/fuzz` unless
+//! (which libFuzzer only reads), with the tokens of `fuzz/dicts/<target>.dict`
+//! when there is one. The build goes to `target/fuzz` unless
 //! `--target-dir` says otherwise. A crash fails the task; its input lands in
 //! `fuzz/artifacts/<target>/`, and `cargo +NIGHTLY fuzz run <target> <file>`
 //! replays it.
@@ -157,6 +158,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             "-timeout=10",
             "-print_final_stats=1",
         ]);
+        let dict = fuzz_dir.join("dicts").join(format!("{target}.dict"));
+        if dict.is_file() {
+            c.arg(format!("-dict={}", dict.display()));
+        }
         c.stdout(fs::File::create(&log)?)
             .stderr(fs::File::options().append(true).open(&log)?);
         eprintln!("+ {}  (log: {})", cmd::show(&c), log.display());
