@@ -3,6 +3,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod setup;
 mod tasks;
 
@@ -49,6 +50,21 @@ enum Task {
     /// Measure what tracing costs: nginx (plaintext, TLS) and the checkout
     /// chain without tracing, under seam and under the OTel Python SDK.
     Bench(bench::Options),
+    /// Fuzz the parsers: run every cargo-fuzz target in fuzz/ for a while.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// Only this target (repeatable).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+        /// Unoptimised build: quicker to build, slower to run.
+        #[arg(long)]
+        dev: bool,
+        /// Cargo target directory of the fuzz build (default target/fuzz).
+        #[arg(long)]
+        target_dir: Option<std::path::PathBuf>,
+    },
     /// Run every test: unit tests and end-to-end tests with real probes.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -65,5 +81,16 @@ fn main() -> anyhow::Result<()> {
         Task::Test { args } => tasks::test(&args),
         Task::Demo { requests } => demo::run(requests),
         Task::Bench(opts) => bench::run(opts),
+        Task::Fuzz {
+            time,
+            targets,
+            dev,
+            target_dir,
+        } => fuzz::run(&fuzz::Options {
+            time,
+            targets,
+            dev,
+            target_dir,
+        }),
     }
 }
