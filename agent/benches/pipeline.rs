@@ -193,7 +193,9 @@ impl Pair {
     fn records(&self, i: u64) -> [Record; 4] {
         let base = 1_000_000_000 + i * 1_000_000;
         let with = |x: &Exchange, start: u64, end: u64| {
-            let Exchange::Http(mut x) = x.clone();
+            let Exchange::Http(mut x) = x.clone() else {
+                unreachable!("the bench builds HTTP/1 exchanges")
+            };
             x.seq = i;
             x.request_start = t(start);
             x.request_end = t(start);
@@ -208,6 +210,7 @@ impl Pair {
                 tid: 100,
                 request: self.request.clone(),
                 timing: t(base),
+                kernel_ctx: None,
             },
             Record::Start {
                 key: RequestKey { sock: 2, seq: i },
@@ -215,6 +218,7 @@ impl Pair {
                 tid: 200,
                 request: self.request.clone(),
                 timing: t(base + 20_000),
+                kernel_ctx: None,
             },
             Record::Done {
                 key: RequestKey { sock: 2, seq: i },

@@ -114,6 +114,7 @@ fuzz_target!(|input: &[u8]| {
                 len: t.len,
                 payload: Bytes::copy_from_slice(t.data),
                 probe: None,
+                kernel_ctx: None,
             }),
             c @ (1 | 2) => Event::Close(CloseInfo {
                 sock,
