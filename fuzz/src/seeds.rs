@@ -279,6 +279,7 @@ fn data_record(flags: u32, payload: &[u8], len: u64) -> Vec<u8> {
         fd: 7,
         captured: payload.len() as u32,
         tuple: tuple_v4(),
+        ctx: seam_common::TraceCtx::default(),
     };
     let mut r = record_bytes(&h).to_vec();
     r.extend_from_slice(payload);

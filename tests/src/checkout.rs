@@ -1,6 +1,8 @@
 //! The four-service checkout chain of the tracing guides: order calls
 //! inventory, payment and shipping, each a Flask app under gunicorn.
-use crate::procs::{Proc, apps_dir, free_port, gunicorn};
+use std::{process::Command, time::Duration};
+
+use crate::procs::{Proc, apps_dir, free_port, gunicorn, wait_port};
 
 pub struct Chain {
     pub order: u16,
@@ -42,6 +44,56 @@ impl Chain {
         ];
         env.extend(order_env.iter().cloned());
         procs.push(gunicorn(&dir, "order", order, workers, &env));
+        Chain {
+            order,
+            inventory,
+            payment,
+            shipping,
+            procs,
+        }
+    }
+
+    /// Like [`Chain::start`] (one worker each), with order run under the
+    /// OpenTelemetry Python SDK's auto-instrumentation (Flask and requests),
+    /// exporting its own spans over OTLP/HTTP to `traces_url`
+    /// (`.../v1/traces`): a service that propagates context itself.
+    pub fn start_with_sdk_order(ports: [u16; 4], traces_url: &str) -> Chain {
+        let dir = apps_dir("checkout");
+        let [order, inventory, payment, shipping] = ports;
+        let mut procs = vec![
+            gunicorn(&dir, "inventory", inventory, 1, &[]),
+            gunicorn(&dir, "payment", payment, 1, &[]),
+            gunicorn(&dir, "shipping", shipping, 1, &[]),
+        ];
+        let mut cmd = Command::new("opentelemetry-instrument");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("OTEL_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args(["python3", "-m", "gunicorn", "-w", "1", "-b"])
+            .arg(format!("127.0.0.1:{order}"))
+            .arg("--chdir")
+            .arg(&dir)
+            .arg("order:app")
+            .env("INVENTORY_URL", format!("http://127.0.0.1:{inventory}"))
+            .env("PAYMENT_URL", format!("http://127.0.0.1:{payment}"))
+            .env("SHIPPING_URL", format!("http://127.0.0.1:{shipping}"))
+            .env("OTEL_SERVICE_NAME", "order")
+            .env("OTEL_TRACES_EXPORTER", "otlp_proto_http")
+            .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces_url)
+            .env("OTEL_METRICS_EXPORTER", "none")
+            .env("OTEL_LOGS_EXPORTER", "none")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200");
+        let mut p = Proc::spawn("order-sdk", cmd);
+        if !wait_port(order, Duration::from_secs(30)) {
+            p.stop();
+            panic!(
+                "order under the OTel SDK did not listen on {order}:\n{}",
+                p.log()
+            );
+        }
+        procs.push(p);
         Chain {
             order,
             inventory,

@@ -151,3 +151,81 @@ async fn slow_log_write_is_its_own_span_and_explains_the_gap() {
     drop(chain);
     drop(fs);
 }
+
+/// Mixed mode: order runs under the OTel Python SDK (it makes and
+/// propagates its own spans), the other services are seam's alone. Each
+/// order is one tree: the SDK's server and client spans for order, seam's
+/// server spans for the leaves under the SDK's client spans, and no seam
+/// span duplicating an SDK one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_instrumented_service_in_the_middle_makes_one_tree() {
+    let _serial = serial().await;
+    let receiver = Receiver::start(Kind::Http).await;
+    let ports = Chain::ports();
+    let chain = Chain::start_with_sdk_order(ports, &format!("{}/v1/traces", receiver.endpoint()));
+    let mut args = Agent::otlp_args(&receiver);
+    args.extend(Chain::port_args(ports));
+    let mut agent = Agent::start(&args, &[]);
+    let n = 3;
+    for _ in 0..n {
+        assert_eq!(curl(&[&chain.order_url()]).0, 200);
+    }
+    // Per order: SDK server + 3 SDK clients, seam's 3 leaf servers.
+    let spans = receiver.settle(7 * n, Duration::from_secs(30)).await;
+    assert!(agent.stop().success());
+    let by_seam = |s: &SpanView| s.resource_attr("telemetry.sdk.name").as_deref() == Some("seam");
+    let describe: Vec<String> = spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {:?} {} seam={} trace={} parent={}",
+                s.service(),
+                s.kind(),
+                s.span.name,
+                by_seam(s),
+                s.trace_id(),
+                s.parent_id()
+            )
+        })
+        .collect();
+    assert_eq!(spans.len(), 7 * n, "{describe:#?}");
+    let roots: Vec<&SpanView> = spans.iter().filter(|s| s.parent_id().is_empty()).collect();
+    assert_eq!(roots.len(), n, "{describe:#?}");
+    for root in roots {
+        assert!(
+            !by_seam(root) && root.is_server(),
+            "the SDK's order span is the root"
+        );
+        let tree: Vec<&SpanView> = spans
+            .iter()
+            .filter(|s| s.trace_id() == root.trace_id())
+            .collect();
+        assert_eq!(tree.len(), 7, "{describe:#?}");
+        let sdk_clients: Vec<&SpanView> = tree
+            .iter()
+            .copied()
+            .filter(|s| !by_seam(s) && s.is_client())
+            .collect();
+        assert_eq!(sdk_clients.len(), 3);
+        for c in &sdk_clients {
+            assert_eq!(c.parent_id(), root.span_id());
+        }
+        let leaves: Vec<&SpanView> = tree.iter().copied().filter(|s| by_seam(s)).collect();
+        let mut services: Vec<String> = leaves.iter().map(|s| s.service()).collect();
+        services.sort();
+        assert_eq!(
+            services,
+            ["inventory", "payment", "shipping"],
+            "{describe:#?}"
+        );
+        for leaf in leaves {
+            assert!(leaf.is_server());
+            assert!(
+                sdk_clients.iter().any(|c| c.span_id() == leaf.parent_id()),
+                "{} hangs under an SDK client span",
+                leaf.service()
+            );
+        }
+    }
+    drop(chain);
+}

@@ -84,5 +84,15 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
         .args(["test", "--workspace"])
         .env("SEAM_BIN", &bin)
         .args(args);
-    cmd::run(&mut c)
+    cmd::run(&mut c)?;
+    // fuzz/ is its own workspace (cargo-fuzz needs that); its library tests
+    // check the seed corpus still matches the record formats, so that a
+    // format change fails here rather than in the fuzz build.
+    if args.is_empty() {
+        let mut f = Command::new("cargo");
+        f.current_dir(root())
+            .args(["test", "--manifest-path", "fuzz/Cargo.toml", "--lib"]);
+        cmd::run(&mut f)?;
+    }
+    Ok(())
 }

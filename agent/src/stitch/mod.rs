@@ -30,6 +30,7 @@ pub mod attrs;
 pub mod b3;
 pub mod gaps;
 pub mod propagation;
+pub mod telemetry;
 pub mod traceparent;
 
 use std::{
@@ -103,6 +104,8 @@ struct Inflight {
     /// Client: the request carried a context header seam did not write; the
     /// process's own instrumentation owns this hop, seam makes no span.
     foreign: bool,
+    /// Telemetry export traffic: no span, on either end.
+    telemetry: bool,
     /// Client: the server request its thread was serving.
     serving: Option<RequestKey>,
     /// Server: children seam exports (they point at this span).
@@ -120,6 +123,8 @@ struct Links {
     linked_client: Option<RequestKey>,
     serving: Option<RequestKey>,
     foreign: bool,
+    /// An OTLP export (see [`telemetry`]): no span.
+    telemetry: bool,
 }
 
 /// Waits and children remembered per server request; more are ignored.
@@ -352,6 +357,7 @@ impl Stitcher {
     }
 
     fn start(&mut self, key: RequestKey, conn: &Arc<ConnMeta>, tid: u32, request: &Request) {
+        let telemetry = telemetry::is_export(request);
         let carried = propagation::extract(request);
         let thread = (conn.pid, tid);
         let pair = pair(conn);
@@ -385,9 +391,7 @@ impl Stitcher {
                 }
             }
             Role::Client => {
-                serving = self
-                    .config
-                    .thread_linking
+                serving = (self.config.thread_linking && !telemetry)
                     .then(|| self.serving_key(thread))
                     .flatten();
                 // A header copied from the request being served (a proxy
@@ -462,6 +466,7 @@ impl Stitcher {
                 linked_client,
                 serving,
                 foreign,
+                telemetry,
             },
         );
     }
@@ -530,6 +535,7 @@ impl Stitcher {
                 linked_client,
                 serving,
                 foreign: false,
+                telemetry: telemetry::is_export(request),
             },
         );
     }
@@ -563,6 +569,7 @@ impl Stitcher {
                 linked_client: links.linked_client,
                 child_end: 0,
                 foreign: links.foreign,
+                telemetry: links.telemetry,
                 serving: links.serving,
                 exported_children: 0,
                 foreign_children: 0,
@@ -634,6 +641,9 @@ impl Stitcher {
 
     /// Whether seam leaves this hop to the process's own instrumentation.
     fn suppressed(&self, conn: &ConnMeta, inflight: &Inflight) -> bool {
+        if inflight.telemetry {
+            return true;
+        }
         match inflight.role {
             Role::Client => inflight.foreign,
             Role::Server => {
