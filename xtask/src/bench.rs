@@ -1315,6 +1315,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     };
     tasks::become_root()?;
     tasks::mount_kernel_fs()?;
+    let _machine = cmd::machine_lock()?;
     for tool in ["nginx", "wrk", "openssl", "opentelemetry-instrument"] {
         if !cmd::has(tool) {
             bail!("`{tool}` is not installed; run `cargo xtask setup`");

@@ -52,3 +52,26 @@ pub fn show(cmd: &Command) -> String {
 pub fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_some_and(|u| u.trim() == "0")
 }
+
+/// The machine-wide lock the end-to-end tests take (tests/src/lib.rs): a
+/// benchmark's or demo's agent and a test's agent would trace each other's
+/// processes. Held until the returned file is dropped.
+pub fn machine_lock() -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    const LOCK_FILE: &str = "/tmp/seam-e2e.lock";
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .with_context(|| format!("opening {LOCK_FILE}"))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        eprintln!("waiting for {LOCK_FILE}: end-to-end tests or another benchmark are running");
+        // SAFETY: as above.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!("flock {LOCK_FILE}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(file)
+}

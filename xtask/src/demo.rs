@@ -15,7 +15,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{cmd::root, setup, tasks};
+use crate::{
+    cmd::{self, root},
+    setup, tasks,
+};
 
 /// Children killed (whole process group) when dropped.
 struct Guard(Vec<Child>);
@@ -75,6 +78,7 @@ pub fn run(requests: u32) -> anyhow::Result<()> {
     let seam = tasks::build(true)?;
     tasks::become_root()?;
     tasks::mount_kernel_fs()?;
+    let _machine = cmd::machine_lock()?;
     let apps = root().join("tests/apps");
     let work = PathBuf::from("/tmp/seam-demo");
     let logs = work.join("logs");

@@ -290,13 +290,21 @@ pub fn render(spans: &[Span], width: usize) -> String {
                     .get("url.path")
                     .map(Value::to_string)
                     .unwrap_or_else(|| s.name.clone());
+                // Parts under 0.05 ms are left out so the line fits.
+                let parts: Vec<String> = [
+                    ("file I/O", "seam.gap.file_io_ms"),
+                    ("off-CPU", "seam.gap.off_cpu_ms"),
+                    ("CPU wait", "seam.gap.runqueue_ms"),
+                    ("unexplained", "seam.gap.unexplained_ms"),
+                ]
+                .iter()
+                .filter(|(_, key)| get(key) >= 0.05)
+                .map(|(label, key)| format!("{label} {:.1}", get(key)))
+                .collect();
                 gap_notes.push(format!(
-                    "  ░ {} {what}: own {self_ms:.1} ms = file I/O {:.1} · off-CPU {:.1} · CPU wait {:.1} · unexplained {:.1}",
+                    "  ░ {} {what}: own {self_ms:.1} ms = {}",
                     s.resource.service_name(),
-                    get("seam.gap.file_io_ms"),
-                    get("seam.gap.off_cpu_ms"),
-                    get("seam.gap.runqueue_ms"),
-                    get("seam.gap.unexplained_ms"),
+                    parts.join(" · "),
                 ));
             }
         }
@@ -392,7 +400,12 @@ mod tests {
         // The root's bar: children cover its first half, its own time the rest.
         let bar: String = lines[1].split('│').nth(1).unwrap().to_string();
         assert!(bar.starts_with('█') && bar.ends_with('░'), "{bar}");
-        assert!(lines[4].contains("░ order /api/order: own 500.0 ms = file I/O 400.0 · off-CPU 0.0 · CPU wait 0.0 · unexplained 100.0"), "{}", lines[4]);
+        assert!(
+            lines[4]
+                .contains("░ order /api/order: own 500.0 ms = file I/O 400.0 · unexplained 100.0"),
+            "{}",
+            lines[4]
+        );
         for l in &lines {
             assert!(l.chars().count() <= 100, "{l}");
         }
