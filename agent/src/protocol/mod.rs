@@ -4,10 +4,13 @@
 //! decided from its first bytes ([`detect`]), never from its port. The
 //! connection and span machinery around them is shared.
 pub mod detect;
+mod held;
 pub mod http1;
 pub mod http2;
 pub mod postgres;
 pub mod redis;
+#[cfg(test)]
+mod transfers;
 
 /// Which way bytes moved, from the traced process's point of view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -10,7 +10,10 @@
 //! end parsing of the connection rather than risk pairing wrongly.
 use std::collections::VecDeque;
 
-use super::{Direction, ParseErrors, Timing};
+use super::{
+    Direction, ParseErrors, Timing,
+    held::{Held, Judgement, earlier_len},
+};
 
 /// Deepest nesting of aggregates accepted.
 const MAX_DEPTH: usize = 64;
@@ -28,8 +31,6 @@ const MAX_COUNT: i64 = i32::MAX as i64;
 /// Commands waiting for replies; beyond that the oldest are abandoned (while
 /// still counted, so pairing stays right).
 const MAX_PENDING: usize = 1024;
-/// Bytes held back while the start of a stream is too short to judge.
-const HOLD_MAX: usize = 512;
 
 /// Commands whose first argument names a subcommand.
 #[rustfmt::skip]
@@ -669,6 +670,16 @@ enum Class {
     No,
 }
 
+impl Judgement for Class {
+    fn is_maybe(self) -> bool {
+        self == Class::Maybe
+    }
+
+    fn is_no(self) -> bool {
+        self == Class::No
+    }
+}
+
 /// What the first bytes of a stream of unknown direction are. An array of
 /// bulk strings may be a command or a reply: it is a command only if its
 /// first string names a known command.
@@ -700,13 +711,6 @@ enum Slot {
     Silent(u64),
     /// After this command replies no longer pair with commands.
     Stop,
-}
-
-/// Bytes at the start of a stream held back until they can be judged.
-#[derive(Debug, Default)]
-struct Held {
-    bytes: Vec<u8>,
-    timing: Timing,
 }
 
 /// Redis state of one TCP connection, as seen from one process.
@@ -762,7 +766,8 @@ impl RedisConn {
             Some(req) if req == dir => Side::Requests,
             Some(_) => Side::Responses,
             None => {
-                let Some((probe, first, class)) = self.hold(dir, data, len, timing, classify)
+                let Some((probe, first, class)) =
+                    self.held[dir as usize].hold(data, len, timing, classify)
                 else {
                     return;
                 };
@@ -789,7 +794,8 @@ impl RedisConn {
                 Verdict::Short => Class::Maybe,
                 Verdict::No => Class::No,
             };
-            let Some((probe, first, _)) = self.hold(dir, data, len, timing, judge) else {
+            let Some((probe, first, _)) = self.held[dir as usize].hold(data, len, timing, judge)
+            else {
                 return;
             };
             self.held[dir as usize] = Held::default();
@@ -804,38 +810,6 @@ impl RedisConn {
     /// The connection closed: whatever waits for a reply is abandoned.
     pub fn close(&mut self, out: &mut Vec<RedisEvent>) {
         self.abandon_all(out);
-    }
-
-    /// Adds a transfer to the bytes held for `dir` and judges them: returns
-    /// them (earlier transfers' bytes followed by this one's) once they begin a
-    /// value, keeps them while they might, and drops them otherwise.
-    fn hold(
-        &mut self,
-        dir: Direction,
-        data: &[u8],
-        len: u64,
-        timing: Timing,
-        judge: impl Fn(&[u8]) -> Class,
-    ) -> Option<(Vec<u8>, Timing, Class)> {
-        let held = &mut self.held[dir as usize];
-        let mut probe = std::mem::take(&mut held.bytes);
-        let earlier = !probe.is_empty();
-        let first = if earlier { held.timing } else { timing };
-        probe.extend_from_slice(&data[..data.len().min(HOLD_MAX)]);
-        match judge(&probe) {
-            Class::Maybe => {
-                if len == data.len() as u64 && probe.len() < HOLD_MAX {
-                    held.bytes = probe;
-                    held.timing = first;
-                }
-                None
-            }
-            // What was held only looked like a start: this transfer may
-            // still be one on its own.
-            Class::No if earlier => self.hold(dir, data, len, timing, judge),
-            Class::No => None,
-            class => Some((probe, first, class)),
-        }
     }
 
     /// Feeds bytes held from earlier transfers (the part of `probe` before
@@ -854,7 +828,7 @@ impl RedisConn {
         timing: Timing,
         out: &mut Vec<RedisEvent>,
     ) {
-        let earlier = probe.len() - data.len().min(HOLD_MAX);
+        let earlier = earlier_len(probe, data);
         if earlier > 0 {
             self.feed_stream(side, &probe[..earlier], earlier as u64, first, out);
         }
@@ -1079,37 +1053,8 @@ impl RedisConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::transfers::{Rng, Tr, random_split, split_at, t, transfers};
     use Direction::{Egress as Out, Ingress as In};
-
-    fn t(n: u64) -> Timing {
-        Timing {
-            enter_ns: n * 10,
-            exit_ns: n * 10 + 5,
-        }
-    }
-
-    /// A transfer: direction, captured bytes, full length, timing.
-    #[derive(Clone, Debug)]
-    struct Tr {
-        dir: Direction,
-        data: Vec<u8>,
-        len: u64,
-        timing: Timing,
-    }
-
-    /// Recorded transfers, fully captured, numbered from 1.
-    fn transfers(stream: &[(Direction, &[u8])]) -> Vec<Tr> {
-        stream
-            .iter()
-            .enumerate()
-            .map(|(i, (dir, data))| Tr {
-                dir: *dir,
-                data: data.to_vec(),
-                len: data.len() as u64,
-                timing: t(i as u64 + 1),
-            })
-            .collect()
-    }
 
     fn run(trs: &[Tr]) -> (Vec<RedisEvent>, RedisConn) {
         let mut conn = RedisConn::new();
@@ -1154,67 +1099,6 @@ mod tests {
             v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
             v.extend_from_slice(a);
             v.extend_from_slice(b"\r\n");
-        }
-        v
-    }
-
-    /// Splits transfer `k` at `at`, both pieces keeping its timing.
-    fn split_at(trs: &[Tr], k: usize, at: usize) -> Vec<Tr> {
-        let mut v = trs[..k].to_vec();
-        let tr = &trs[k];
-        let (a, b) = tr.data.split_at(at);
-        v.push(Tr {
-            data: a.to_vec(),
-            len: a.len() as u64,
-            ..tr.clone()
-        });
-        v.push(Tr {
-            data: b.to_vec(),
-            len: tr.len - a.len() as u64,
-            ..tr.clone()
-        });
-        v.extend_from_slice(&trs[k + 1..]);
-        v
-    }
-
-    /// xorshift64*: deterministic splits without a dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
-    }
-
-    /// Cuts every fully captured transfer into random pieces with its timing.
-    fn random_split(trs: &[Tr], rng: &mut Rng) -> Vec<Tr> {
-        let mut v = Vec::new();
-        for tr in trs {
-            if tr.len != tr.data.len() as u64 || tr.data.len() < 2 {
-                v.push(tr.clone());
-                continue;
-            }
-            let mut rest = &tr.data[..];
-            while !rest.is_empty() {
-                let take = if rng.below(4) == 0 {
-                    rest.len()
-                } else {
-                    1 + rng.below(rest.len() as u64) as usize
-                };
-                v.push(Tr {
-                    data: rest[..take].to_vec(),
-                    len: take as u64,
-                    ..tr.clone()
-                });
-                rest = &rest[take..];
-            }
         }
         v
     }
