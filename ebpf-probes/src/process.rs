@@ -77,17 +77,25 @@ pub fn process_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `sched:sched_process_exit` (any kernel): a traced process's last thread
-/// leaving; the agent frees what it kept for the pid.
+/// `sched:sched_process_exit` (any kernel): a process's last thread leaving;
+/// the agent frees what it kept for the pid. With an allowlist every exit is
+/// reported, because every exec is, and the agent reads each exec'ing process
+/// before it knows whether it will be traced.
 #[tracepoint]
 pub fn process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    if tgid != tid || !is_traced() {
+    if tgid != tid {
         return 0;
     }
-    if current_mode() == mode::ALLOWLIST {
-        let _ = TRACED_PIDS.remove(&tgid);
+    let current = current_mode();
+    let traced = is_traced();
+    if current == mode::ALLOWLIST {
+        if traced {
+            let _ = TRACED_PIDS.remove(&tgid);
+        }
+    } else if !traced {
+        return 0;
     }
     report(proc_op::EXIT, tgid);
     0

@@ -211,3 +211,52 @@ async fn connection_older_than_the_agent_is_traced() {
     drop(to_client);
     assert!(agent.stop().success());
 }
+
+/// With a selection, every exec on the host is still reported (to match
+/// `--exe-name`) and read; exits must free that too, or the agent grows with
+/// every short-lived process of the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untraced_short_lived_processes_leave_nothing_behind() {
+    let _serial = serial().await;
+    let receiver = Receiver::start(Kind::Grpc).await;
+    let mut args = Agent::otlp_args(&receiver);
+    args.extend(["--port".to_string(), free_port().to_string()]);
+    let mut agent = Agent::start(&args, &[]);
+    let metric = |agent: &Agent, name: &str| -> u64 {
+        let (_, text) = agent.get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} on /metrics:\n{text}"))
+    };
+    let events = |agent: &Agent| metric(agent, "seam_probe_events_total{probe=\"process\"}");
+    const EXECS: u64 = 300;
+    let seen_before = events(&agent);
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            &format!("for i in $(seq {EXECS}); do /bin/true; done"),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Wait until the probes reported every exec, then for two refreshes of
+    // the gauge (the connection stage updates it every second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while events(&agent) < seen_before + EXECS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the probes reported {} of {EXECS} execs",
+            events(&agent) - seen_before
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let held = metric(&agent, "seam_traced_processes");
+    assert!(
+        held < EXECS / 2,
+        "{held} processes still held after {EXECS} short-lived ones exited"
+    );
+    assert!(receiver.spans().is_empty());
+    assert!(agent.stop().success());
+}
