@@ -9,6 +9,7 @@ use std::{
 
 pub mod script;
 pub mod seeds;
+pub mod wire;
 
 /// The system allocator, counting the bytes currently allocated.
 pub struct Counting;

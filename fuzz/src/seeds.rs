@@ -30,6 +30,15 @@ pub fn all() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     for (name, bytes) in policy() {
         out.push(("policy", name, bytes));
     }
+    for (name, bytes) in http2() {
+        out.push(("http2_stream", name, bytes));
+    }
+    for (name, bytes) in postgres() {
+        out.push(("postgres_stream", name, bytes));
+    }
+    for (name, bytes) in redis() {
+        out.push(("redis_stream", name, bytes));
+    }
     out
 }
 
@@ -42,6 +51,153 @@ fn transfers(parts: &[(u8, &[u8])]) -> Vec<u8> {
     let ops: Vec<Op> = parts.iter().map(|(f, b)| whole(*f, b.len())).collect();
     let payload: Vec<u8> = parts.iter().flat_map(|(_, b)| b.iter().copied()).collect();
     encode(&ops, &payload)
+}
+
+/// An HTTP/2 frame: 24-bit length, type, flags, stream id.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn http2() -> Vec<(&'static str, Vec<u8>)> {
+    const HEADERS: u8 = 1;
+    const SETTINGS: u8 = 4;
+    const DATA: u8 = 0;
+    const END_STREAM: u8 = 1;
+    const END_HEADERS: u8 = 4;
+    let mut client = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    client.extend(h2_frame(SETTINGS, 0, 0, &[]));
+    // :method GET, :scheme http, :path /, :authority "a" (HPACK static table).
+    client.extend(h2_frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &[0x82, 0x86, 0x84, 0x41, 0x01, b'a'],
+    ));
+    let mut server = h2_frame(SETTINGS, 0, 0, &[]);
+    // :status 200, then a body.
+    server.extend(h2_frame(HEADERS, END_HEADERS, 1, &[0x88]));
+    server.extend(h2_frame(DATA, END_STREAM, 1, b"hello"));
+    // gRPC: POST with content-type application/grpc, trailers with grpc-status.
+    let mut grpc_req = h2_frame(
+        HEADERS,
+        END_HEADERS,
+        3,
+        &[
+            0x83, 0x86, 0x44, 0x0b, b'/', b'p', b'k', b'g', b'.', b'S', b'v', b'c', b'/', b'M',
+            b'e', 0x5f, 0x10, b'a', b'p', b'p', b'l', b'i', b'c', b'a', b't', b'i', b'o', b'n',
+            b'/', b'g', b'r', b'p', b'c',
+        ],
+    );
+    grpc_req.extend(h2_frame(DATA, END_STREAM, 3, &[0, 0, 0, 0, 0]));
+    let mut grpc_resp = h2_frame(HEADERS, END_HEADERS, 3, &[0x88]);
+    grpc_resp.extend(h2_frame(DATA, 0, 3, &[0, 0, 0, 0, 0]));
+    grpc_resp.extend(h2_frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        3,
+        &[
+            0x40, 0x0b, b'g', b'r', b'p', b'c', b'-', b's', b't', b'a', b't', b'u', b's', 0x01,
+            b'0',
+        ],
+    ));
+    vec![
+        ("get", transfers(&[(EGRESS, &client), (INGRESS, &server)])),
+        (
+            "grpc",
+            transfers(&[
+                (EGRESS, &client),
+                (INGRESS, &server),
+                (EGRESS, &grpc_req),
+                (INGRESS, &grpc_resp),
+            ]),
+        ),
+    ]
+}
+
+/// A PostgreSQL message: type byte, then a 32-bit length that counts itself.
+fn pg_msg(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind];
+    m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn postgres() -> Vec<(&'static str, Vec<u8>)> {
+    let params = b"\x00\x03\x00\x00user\x00app\x00database\x00shop\x00\x00";
+    let mut startup = (params.len() as u32 + 4).to_be_bytes().to_vec();
+    startup.extend_from_slice(params);
+    let mut ready = pg_msg(b'R', &[0, 0, 0, 0]);
+    ready.extend(pg_msg(b'Z', b"I"));
+    let query = pg_msg(b'Q', b"select name from items where id = 7\0");
+    let mut rows = pg_msg(
+        b'T',
+        b"\x00\x01name\x00\x00\x00\x40\x01\x00\x02\x00\x00\x00\x19\xff\xff\xff\xff\xff\xff\x00\x00",
+    );
+    rows.extend(pg_msg(b'D', b"\x00\x01\x00\x00\x00\x05apple"));
+    rows.extend(pg_msg(b'C', b"SELECT 1\0"));
+    rows.extend(pg_msg(b'Z', b"I"));
+    let bad = pg_msg(b'Q', b"selec 1\0");
+    let mut error = pg_msg(b'E', b"SERROR\0C42601\0Msyntax error\0\0");
+    error.extend(pg_msg(b'Z', b"I"));
+    // Extended query: Parse, Bind, Execute, Sync.
+    let mut ext = pg_msg(b'P', b"\0select $1\0\0\0");
+    ext.extend(pg_msg(b'B', b"\0\0\0\0\0\x01\x00\x00\x00\x012\0\0"));
+    ext.extend(pg_msg(b'E', b"\0\0\0\0\0"));
+    ext.extend(pg_msg(b'S', b""));
+    let mut ext_resp = pg_msg(b'1', b"");
+    ext_resp.extend(pg_msg(b'2', b""));
+    ext_resp.extend(pg_msg(b'C', b"SELECT 1\0"));
+    ext_resp.extend(pg_msg(b'Z', b"I"));
+    vec![
+        (
+            "simple",
+            transfers(&[
+                (EGRESS, &startup),
+                (INGRESS, &ready),
+                (EGRESS, &query),
+                (INGRESS, &rows),
+                (EGRESS, &bad),
+                (INGRESS, &error),
+            ]),
+        ),
+        (
+            "extended",
+            transfers(&[
+                (EGRESS, &startup),
+                (INGRESS, &ready),
+                (EGRESS, &ext),
+                (INGRESS, &ext_resp),
+            ]),
+        ),
+    ]
+}
+
+fn redis() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (
+            "set_get",
+            transfers(&[
+                (EGRESS, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"),
+                (INGRESS, b"+OK\r\n"),
+                (EGRESS, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
+                (INGRESS, b"$1\r\nv\r\n"),
+            ]),
+        ),
+        (
+            "pipelined_resp3",
+            transfers(&[
+                (EGRESS, b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n*2\r\n$3\r\nGET\r\n$4\r\nnone\r\n"),
+                (INGRESS, b"%1\r\n+server\r\n+redis\r\n:1\r\n_\r\n"),
+                (EGRESS, b"*1\r\n$4\r\nPING\r\n"),
+                (INGRESS, b"-ERR oops\r\n"),
+            ]),
+        ),
+    ]
 }
 
 fn http1() -> Vec<(&'static str, Vec<u8>)> {
