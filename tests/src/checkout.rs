@@ -30,18 +30,29 @@ impl Chain {
     /// Starts the chain on `ports` (order, inventory, payment, shipping),
     /// with `workers` gunicorn workers each and extra environment for order.
     pub fn start(ports: [u16; 4], workers: u32, order_env: &[(&str, String)]) -> Chain {
+        Chain::start_with_env(ports, workers, &[], order_env)
+    }
+
+    /// Like [`Chain::start`], with `env` for all four services as well.
+    pub fn start_with_env(
+        ports: [u16; 4],
+        workers: u32,
+        env: &[(&str, String)],
+        order_env: &[(&str, String)],
+    ) -> Chain {
         let dir = apps_dir("checkout");
         let [order, inventory, payment, shipping] = ports;
         let mut procs = vec![
-            gunicorn(&dir, "inventory", inventory, workers, &[]),
-            gunicorn(&dir, "payment", payment, workers, &[]),
-            gunicorn(&dir, "shipping", shipping, workers, &[]),
+            gunicorn(&dir, "inventory", inventory, workers, env),
+            gunicorn(&dir, "payment", payment, workers, env),
+            gunicorn(&dir, "shipping", shipping, workers, env),
         ];
-        let mut env = vec![
+        let mut env = env.to_vec();
+        env.extend([
             ("INVENTORY_URL", format!("http://127.0.0.1:{inventory}")),
             ("PAYMENT_URL", format!("http://127.0.0.1:{payment}")),
             ("SHIPPING_URL", format!("http://127.0.0.1:{shipping}")),
-        ];
+        ]);
         env.extend(order_env.iter().cloned());
         procs.push(gunicorn(&dir, "order", order, workers, &env));
         Chain {

@@ -8,6 +8,7 @@ pub mod checkout;
 pub mod k8s;
 pub mod netns;
 pub mod otlp;
+pub mod phoenix;
 pub mod procs;
 pub mod servers;
 pub mod slowfs;

@@ -25,6 +25,10 @@ enum Task {
         /// Only report what is missing; install nothing.
         #[arg(long)]
         check: bool,
+        /// Also the heavy optional things: Arize Phoenix (a real tracing
+        /// backend, in its own virtualenv) and chromium (screenshots).
+        #[arg(long)]
+        all: bool,
     },
     /// Build the agent (and its probes).
     Build {
@@ -41,12 +45,9 @@ enum Task {
         args: Vec<String>,
     },
     /// The checkout example of the tracing guides under seam: five services,
-    /// a slow log write, a slow notification; prints each order's waterfall.
-    Demo {
-        /// Orders to place.
-        #[arg(long, default_value_t = 3)]
-        requests: u32,
-    },
+    /// a slow log write, a slow notification; prints each order's waterfall
+    /// (and, with --backend phoenix, shows it in Arize Phoenix).
+    Demo(demo::Options),
     /// Measure what tracing costs: nginx (plaintext, TLS) and the checkout
     /// chain without tracing, under seam and under the OTel Python SDK.
     Bench(bench::Options),
@@ -67,6 +68,10 @@ enum Task {
     },
     /// Run every test: unit tests and end-to-end tests with real probes.
     Test {
+        /// Also the heavy tests (a real Phoenix backend); installs what they
+        /// need first, as `setup --all` does.
+        #[arg(long)]
+        all: bool,
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
@@ -75,11 +80,11 @@ enum Task {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Setup { check } => setup::run(check),
+        Task::Setup { check, all } => setup::run(check, all),
         Task::Build { release } => tasks::build(release).map(|_| ()),
         Task::Run { debug, args } => tasks::run(!debug, &args),
-        Task::Test { args } => tasks::test(&args),
-        Task::Demo { requests } => demo::run(requests),
+        Task::Test { args, all } => tasks::test(&args, all),
+        Task::Demo(opts) => demo::run(&opts),
         Task::Bench(opts) => bench::run(opts),
         Task::Fuzz {
             time,

@@ -1,6 +1,8 @@
 //! `cargo xtask setup`: brings a fresh machine to the point where the agent
 //! builds and every test runs. Each step checks first and skips what is there.
-use std::{fs, process::Command};
+//! `--all` adds the heavy optional things: a real tracing backend (Arize
+//! Phoenix, in its own virtualenv) and a headless browser for screenshots.
+use std::{fs, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, anyhow, bail};
 
@@ -47,6 +49,49 @@ const PIP: &[(&str, &str)] = &[
         "opentelemetry-instrumentation-requests",
     ),
 ];
+
+/// The Phoenix release the backend test and `demo --backend phoenix` were
+/// written against (its REST span API and UI routes).
+pub const PHOENIX_VERSION: &str = "20.26.1";
+
+/// Phoenix's own virtualenv: its dependency tree is large and must not
+/// disturb the packages the test services import. `SEAM_PHOENIX_VENV`
+/// overrides it.
+pub fn phoenix_venv() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SEAM_PHOENIX_VENV") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/seam/phoenix-venv")
+}
+
+/// The `phoenix` command in [`phoenix_venv`].
+pub fn phoenix_bin() -> PathBuf {
+    phoenix_venv().join("bin/phoenix")
+}
+
+fn phoenix_version() -> Option<String> {
+    output(Command::new(phoenix_venv().join("bin/python")).args([
+        "-c",
+        "import importlib.metadata as m; print(m.version('arize-phoenix'))",
+    ]))
+    .map(|v| v.trim().to_string())
+}
+
+fn install_phoenix() -> anyhow::Result<()> {
+    let venv = phoenix_venv();
+    if !venv.join("bin/python").exists() {
+        if let Some(parent) = venv.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        cmd::run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    cmd::run(
+        Command::new(venv.join("bin/python"))
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .arg(format!("arize-phoenix=={PHOENIX_VERSION}")),
+    )
+}
 
 /// The pinned probe toolchain, from probe-toolchain.toml.
 pub struct Pins {
@@ -220,7 +265,34 @@ fn install_bpf_linker(version: &str) -> anyhow::Result<()> {
     )
 }
 
-fn steps() -> anyhow::Result<Vec<Step>> {
+/// The `--all` tier.
+fn heavy_steps() -> Vec<Step> {
+    let venv = phoenix_venv();
+    vec![
+        Step {
+            what: format!(
+                "Arize Phoenix {PHOENIX_VERSION} in {} (cargo xtask test --all, demo --backend phoenix)",
+                venv.display()
+            ),
+            present: phoenix_version().as_deref() == Some(PHOENIX_VERSION),
+            install: Box::new(install_phoenix),
+        },
+        Step {
+            what: "Debian package: chromium (screenshots of the Phoenix UI)".into(),
+            present: has("chromium"),
+            install: Box::new(|| {
+                cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+                cmd::run(
+                    Command::new("apt-get")
+                        .args(["install", "-y", "-q", "--no-install-recommends", "chromium"])
+                        .env("DEBIAN_FRONTEND", "noninteractive"),
+                )
+            }),
+        },
+    ]
+}
+
+fn steps(all: bool) -> anyhow::Result<Vec<Step>> {
     let pins = pins()?;
     let mut steps = Vec::new();
     let nightly = pins.nightly.clone();
@@ -288,21 +360,24 @@ fn steps() -> anyhow::Result<Vec<Step>> {
             )
         }),
     });
+    if all {
+        steps.extend(heavy_steps());
+    }
     Ok(steps)
 }
 
 /// What is missing, as descriptions.
-pub fn missing() -> anyhow::Result<Vec<String>> {
-    Ok(steps()?
+pub fn missing(all: bool) -> anyhow::Result<Vec<String>> {
+    Ok(steps(all)?
         .into_iter()
         .filter(|s| !s.present)
         .map(|s| s.what)
         .collect())
 }
 
-pub fn run(check_only: bool) -> anyhow::Result<()> {
+pub fn run(check_only: bool, all: bool) -> anyhow::Result<()> {
     let mut missing = 0;
-    for step in steps()? {
+    for step in steps(all)? {
         if step.present {
             eprintln!("ok       {}", step.what);
             continue;
@@ -316,15 +391,19 @@ pub fn run(check_only: bool) -> anyhow::Result<()> {
         }
     }
     if check_only && missing > 0 {
-        bail!("{missing} item(s) missing; run `cargo xtask setup`");
+        bail!(
+            "{missing} item(s) missing; run `cargo xtask setup{}`",
+            if all { " --all" } else { "" }
+        );
     }
     Ok(())
 }
 
-/// Runs setup if anything is missing (for run and test).
-pub fn ensure() -> anyhow::Result<()> {
-    if !missing()?.is_empty() {
-        run(false)?;
+/// Runs setup if anything is missing (for run and test); `all` includes
+/// the heavy tier.
+pub fn ensure(all: bool) -> anyhow::Result<()> {
+    if !missing(all)?.is_empty() {
+        run(false, all)?;
     }
     Ok(())
 }
