@@ -192,6 +192,9 @@ async fn disabled_sk_msg_turns_injection_off_once_and_tracing_goes_on() {
         "--disable-feature".into(),
         "sk_msg".into(),
         "--inject-traceparent".into(),
+        // File I/O of the worker (imports on first request) would add
+        // spans of its own.
+        "--no-gaps".into(),
     ]);
     let mut agent = Agent::start(&args, &[]);
     let ready = Instant::now();
@@ -423,6 +426,15 @@ fn open_pty() -> (OwnedFd, OwnedFd) {
         )
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // Not inherited by other children started meanwhile: a stray copy of
+    // the slave would keep the terminal open after its agent exits.
+    for fd in [master, slave] {
+        // SAFETY: setting a flag on a descriptor we own.
+        assert_eq!(
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) },
+            0
+        );
+    }
     // SAFETY: both are open and owned by nothing else.
     unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
@@ -442,8 +454,18 @@ fn past_two_refreshes(ready: Instant) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_line_only_on_a_terminal() {
     let _serial = serial().await;
+    // Three agents at once (they trace nothing, so they cannot see each
+    // other): on a terminal, on a terminal with --no-status, on a pipe.
+    let [mut agent, no_status, pipe] = std::thread::scope(|scope| {
+        [
+            scope.spawn(|| Captured::start(&[], Stderr::Pty)),
+            scope.spawn(|| Captured::start(&["--no-status"], Stderr::Pty)),
+            scope.spawn(|| Captured::start(&[], Stderr::Pipe)),
+        ]
+        .map(|h| h.join().unwrap())
+    });
+
     // On a terminal: drawn, with the /status figures.
-    let mut agent = Captured::start(&[], Stderr::Pty);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !agent.text().contains(STATUS) {
         assert!(
@@ -490,14 +512,9 @@ async fn status_line_only_on_a_terminal() {
         "{text:?}"
     );
 
-    // On a terminal with --no-status, and on a pipe: never. (Both at once:
-    // they trace nothing, so they cannot see each other.)
-    let mut quiet = [
-        Captured::start(&["--no-status"], Stderr::Pty),
-        Captured::start(&[], Stderr::Pipe),
-    ];
-    past_two_refreshes(quiet[0].ready.max(quiet[1].ready));
-    for (agent, what) in quiet.iter_mut().zip(["--no-status", "pipe"]) {
+    // On a terminal with --no-status, and on a pipe: never.
+    past_two_refreshes(no_status.ready.max(pipe.ready));
+    for (mut agent, what) in [(no_status, "--no-status"), (pipe, "pipe")] {
         assert!(agent.stop());
         let text = agent.text();
         assert!(text.contains("seam stopped"), "{what}: {text}");
