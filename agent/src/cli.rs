@@ -3,6 +3,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::preflight::Feature;
+
+/// `seam --version`: the package version and, when built from a git
+/// checkout, its commit.
+pub const VERSION: &str = env!("SEAM_VERSION");
+
 /// seam: traces the HTTP traffic of this Linux host with eBPF and exports
 /// OpenTelemetry spans, without changing or restarting the traced programs.
 ///
@@ -12,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 /// with BTF. Settings come from flags, then environment variables, then the
 /// config file, then defaults.
 #[derive(Debug, Parser)]
-#[command(name = "seam", version, propagate_version = true)]
+#[command(name = "seam", version = VERSION, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -21,9 +27,33 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing would only complicate access"
+)]
 pub enum Command {
     /// Trace (the default when no command is given).
     Run(RunArgs),
+    /// Check what this machine offers seam (kernel, BTF, tracefs, probe
+    /// types, capabilities...) and print what works, what is missing, what
+    /// is lost without it and how to fix it. Exits 1 if seam cannot run.
+    Check(CheckArgs),
+}
+
+#[derive(Clone, Debug, Default, Args)]
+pub struct CheckArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Report these features as turned off, as the agent would with the
+    /// same flag.
+    #[arg(
+        long = "disable-feature",
+        value_name = "FEATURE",
+        value_delimiter = ','
+    )]
+    pub disabled_features: Vec<Feature>,
 }
 
 #[derive(Clone, Debug, Default, Args)]
@@ -161,6 +191,22 @@ pub struct RunArgs {
     #[arg(long, value_name = "MIB", help_heading = "Tuning")]
     pub ring_buffer_mib: Option<u32>,
 
+    /// For operators who want a hook family off (repeatable, or
+    /// comma-separated): the agent then behaves exactly as on a kernel
+    /// without it. `seam check` shows what this machine has.
+    #[arg(
+        long = "disable-feature",
+        value_name = "FEATURE",
+        value_delimiter = ',',
+        help_heading = "Operations"
+    )]
+    pub disabled_features: Vec<Feature>,
+
+    /// Do not show the live status line (shown only when stderr is a
+    /// terminal; the same figures are at /status).
+    #[arg(long, help_heading = "Operations")]
+    pub no_status: bool,
+
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `seam=debug`.
     #[arg(
         long,
@@ -177,7 +223,7 @@ impl Cli {
     pub fn run_args(&self) -> &RunArgs {
         match &self.command {
             Some(Command::Run(args)) => args,
-            None => &self.run,
+            _ => &self.run,
         }
     }
 }
@@ -216,5 +262,22 @@ mod tests {
         assert_eq!(cli.run_args().ports, vec![80]);
         assert_eq!(cli.run_args().routes, vec!["/a/{id}", "/b/*"]);
         assert!(Cli::try_parse_from(["seam", "--otlp-protocol", "http/json"]).is_err());
+        let cli = Cli::parse_from([
+            "seam",
+            "--disable-feature",
+            "sk_msg,uprobes",
+            "--disable-feature",
+            "cgroup2",
+        ]);
+        assert_eq!(
+            cli.run_args().disabled_features,
+            vec![Feature::SkMsg, Feature::Uprobes, Feature::Cgroup2]
+        );
+        assert!(Cli::try_parse_from(["seam", "--disable-feature", "kprobes"]).is_err());
+        let cli = Cli::parse_from(["seam", "check", "--json"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Check(CheckArgs { json: true, .. }))
+        ));
     }
 }

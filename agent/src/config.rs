@@ -19,6 +19,7 @@ use crate::{
         sampler::HeadSampler,
         tail::TailConfig,
     },
+    preflight::Feature,
     stitch::StitchConfig,
 };
 
@@ -45,6 +46,11 @@ pub struct AgentConfig {
     pub inject_traceparent: bool,
     /// Pods of this node opted in by label are traced (DaemonSet mode).
     pub k8s: Option<K8sConfig>,
+    /// Hook families turned off by the operator (`--disable-feature`).
+    pub disabled_features: Vec<Feature>,
+    /// Draw the live status line on stderr (set by `main` when stderr is a
+    /// terminal and `--no-status` is absent).
+    pub status_line: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +145,12 @@ impl AgentConfig {
         } else {
             None
         };
+        if k8s.is_some() && args.disabled_features.contains(&Feature::Cgroup2) {
+            return Err(err(
+                "--k8s: Kubernetes mode matches pods by cgroup2 id, which \
+                 --disable-feature cgroup2 turns off; drop one of them",
+            ));
+        }
         // Kubernetes mode traces an allowlist the cgroups are added to, even
         // when no pid, name or port is given.
         let selection =
@@ -233,10 +245,11 @@ impl AgentConfig {
                 ))
             })?),
             None => match file.metrics.as_ref().and_then(|m| m.listen.clone()) {
-                Some(Some(addr)) => Some(
-                    addr.parse()
-                        .map_err(|_| err(format!("metrics.listen: bad address {addr}")))?,
-                ),
+                Some(Some(addr)) => Some(addr.parse().map_err(|_| {
+                    err(format!(
+                        "metrics.listen: bad address {addr}; expected IP:PORT or null"
+                    ))
+                })?),
                 Some(None) => None,
                 None => Some(DEFAULT_METRICS_LISTEN.parse().expect("valid default")),
             },
@@ -262,6 +275,8 @@ impl AgentConfig {
             metrics_export_interval: crate::export::otlp_metrics::interval(get_env).map_err(err)?,
             inject_traceparent: args.inject_traceparent || tracing.inject_traceparent == Some(true),
             k8s,
+            disabled_features: args.disabled_features.clone(),
+            status_line: false,
         })
     }
 

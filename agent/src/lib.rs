@@ -5,7 +5,8 @@
 //! [`capture`] (load probes, read the ring buffer) → [`conn`] (connections,
 //! processes) → [`protocol`] (HTTP/1) → [`stitch`] (ids, parents, spans) →
 //! [`export`] (OTLP or console). [`discover`] reads /proc; [`config`] holds
-//! what the user asked for; [`metrics`] counts everything that is dropped.
+//! what the user asked for; [`metrics`] counts everything that is dropped;
+//! [`preflight`] checks what the machine offers before anything is loaded.
 pub mod capture;
 pub mod cli;
 pub mod clock;
@@ -16,6 +17,7 @@ pub mod export;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod preflight;
 pub mod protocol;
 pub mod span;
 pub mod stitch;

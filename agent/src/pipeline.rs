@@ -27,16 +27,47 @@ use crate::{
         sockets,
     },
     export::{self, Output},
-    metrics::{self, Counters, serve::Observed},
+    metrics::{
+        self, Counters,
+        serve::{Observed, StatusFigures},
+        status_line::{self, StatusLine},
+    },
     policy::tail::TailSampler,
+    preflight::{self, Feature},
     span::Span,
     stitch::{Stitcher, attrs::Shaper},
 };
 
 const PROC: &str = "/proc";
 
-/// Runs the agent until SIGINT or SIGTERM.
+/// Runs the agent until SIGINT or SIGTERM. Checks the machine first: what
+/// the agent cannot work without stops it before anything is loaded; what
+/// it can do without is turned off with one log line each.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let report = preflight::run(&config.disabled_features);
+    if let Some(message) = report.fatal_message() {
+        anyhow::bail!(message);
+    }
+    let tls_on = match report.usable(Feature::Uprobes) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::warn!("TLS plaintext capture off ({why}); plaintext traffic is still traced");
+            false
+        }
+    };
+    let inject = config.inject_traceparent && {
+        let why: Vec<String> = [Feature::SkMsg, Feature::SockOps, Feature::Cgroup2]
+            .into_iter()
+            .filter_map(|f| report.usable(f).err())
+            .collect();
+        if !why.is_empty() {
+            tracing::warn!(
+                "traceparent injection off ({}); tracing carries on without it",
+                why.join("; ")
+            );
+        }
+        why.is_empty()
+    };
     let counters = Arc::new(Counters::default());
     let observed = Arc::new(Observed::new(counters.clone()));
     let agent_pid = std::process::id();
@@ -60,7 +91,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut probes = Probes::load(config.ring_buffer_bytes)?;
     let selection = resolve_selection(&config.selection, proc_root);
     let mut selector = probes.start(&selection, agent_pid, config.stitch.gap_threshold_ns)?;
-    if config.inject_traceparent {
+    if inject {
         let enabled = crate::discover::k8s::cgroup::find_cgroup2_mount()
             .ok_or_else(|| "no cgroup2 file system is mounted".to_string())
             .and_then(|root| {
@@ -288,13 +319,15 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     ));
 
     let mut tls_finder = tls::TlsFinder::default();
-    let mut found = tls_finder.scan_library_dirs(Path::new("/"));
-    for pid in discover::all_pids(proc_root) {
-        if pid != agent_pid {
-            found.extend(tls_finder.scan_process(proc_root, pid));
+    if tls_on {
+        let mut found = tls_finder.scan_library_dirs(Path::new("/"));
+        for pid in discover::all_pids(proc_root) {
+            if pid != agent_pid {
+                found.extend(tls_finder.scan_process(proc_root, pid));
+            }
         }
+        hook_tls(&mut probes, &mut tls_finder, found, &observed);
     }
-    hook_tls(&mut probes, &mut tls_finder, found, &observed);
     // Said once everything is attached and running: traffic is traced now.
     describe_start(&config, &traced_pids, preexisting);
     let _metrics_export = match (&config.output, config.metrics_export_interval) {
@@ -315,6 +348,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut last_lost = 0u64;
     let mut last_report = Instant::now();
     let mut reader_result = None;
+    let mut status = config.status_line.then(StatusLine::default);
     let stop = loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break "SIGINT",
@@ -323,7 +357,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 reader_result = Some(r);
                 break "the ring buffer reader stopped";
             }
-            Some(pid) = exec_rx.recv() => {
+            Some(pid) = exec_rx.recv(), if tls_on => {
                 let scan_tx = scan_tx.clone();
                 tokio::spawn(async move {
                     for wait in [50, 450, 2000] {
@@ -345,9 +379,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                     last_report = Instant::now();
                 }
                 *observed.probes.lock().expect("not poisoned") = stats;
+                if let Some(status) = status.as_mut() {
+                    status.refresh(&StatusFigures::of(&observed));
+                }
             }
         }
     };
+    status_line::clear();
     observed.ready.store(false, Relaxed);
     tracing::info!(
         signal = stop,

@@ -31,7 +31,7 @@ const UPROBES: &[&str] = &[
 static PROBES_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/seam-probes"));
 
 /// Every tracepoint program: (program, category, event).
-const TRACEPOINTS: &[(&str, &str, &str)] = &[
+pub(crate) const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("enter_read", "syscalls", "sys_enter_read"),
     ("exit_read", "syscalls", "sys_exit_read"),
     ("enter_write", "syscalls", "sys_enter_write"),

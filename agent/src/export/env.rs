@@ -71,8 +71,21 @@ fn var(get: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
 }
 
 fn signal_var(get: &dyn Fn(&str) -> Option<String>, suffix: &str) -> Option<String> {
-    var(get, &format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}"))
-        .or_else(|| var(get, &format!("OTEL_EXPORTER_OTLP_{suffix}")))
+    signal_var_named(get, suffix).map(|(_, v)| v)
+}
+
+/// The traces-specific variable, else the general one, with the name of the
+/// one that was set (for error messages).
+fn signal_var_named(
+    get: &dyn Fn(&str) -> Option<String>,
+    suffix: &str,
+) -> Option<(String, String)> {
+    [
+        format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}"),
+        format!("OTEL_EXPORTER_OTLP_{suffix}"),
+    ]
+    .into_iter()
+    .find_map(|name| var(get, &name).map(|v| (name, v)))
 }
 
 /// `key=value,key2=value2`, values percent-decoded.
@@ -105,27 +118,35 @@ pub fn otlp_settings(
 ) -> Result<Option<OtlpSettings>, String> {
     let signal_endpoint = var(get, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
     let base_endpoint = var(get, "OTEL_EXPORTER_OTLP_ENDPOINT");
-    let (endpoint, is_signal_url) = match (cli_endpoint, signal_endpoint, base_endpoint) {
-        (Some(cli), _, _) => (cli.to_string(), false),
-        (None, Some(url), _) => (url, true),
-        (None, None, Some(base)) => (base, false),
+    // `key` names where the endpoint came from, for errors (the config
+    // file's export.endpoint arrives as OTEL_EXPORTER_OTLP_ENDPOINT).
+    let (endpoint, is_signal_url, key) = match (cli_endpoint, signal_endpoint, base_endpoint) {
+        (Some(cli), _, _) => (cli.to_string(), false, "--otlp-endpoint"),
+        (None, Some(url), _) => (url, true, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        (None, None, Some(base)) => (
+            base,
+            false,
+            "OTEL_EXPORTER_OTLP_ENDPOINT (or export.endpoint)",
+        ),
         (None, None, None) => return Ok(None),
     };
-    let uri: http::Uri = endpoint
-        .parse()
-        .map_err(|e| format!("OTLP endpoint `{endpoint}` is not a URL: {e}"))?;
+    let uri: http::Uri = endpoint.parse().map_err(|e| {
+        format!(
+            "{key}: OTLP endpoint `{endpoint}` is not a URL ({e}); expected http(s)://HOST:PORT"
+        )
+    })?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
         _ => {
             return Err(format!(
-                "OTLP endpoint `{endpoint}` must start with http:// or https://"
+                "{key}: OTLP endpoint `{endpoint}` must start with http:// or https://"
             ));
         }
     }
     let protocol = match cli_protocol {
         Some(p) => p,
-        None => match signal_var(get, "PROTOCOL") {
-            Some(p) => Protocol::parse(&p)?,
+        None => match signal_var_named(get, "PROTOCOL") {
+            Some((name, p)) => Protocol::parse(&p).map_err(|e| format!("{name}: {e}"))?,
             // Unset: the port usually says which one the collector speaks.
             None if uri.port_u16() == Some(4317) => Protocol::Grpc,
             None => Protocol::HttpProtobuf,
@@ -160,14 +181,14 @@ pub fn otlp_settings(
         Protocol::HttpProtobuf if is_signal_url => endpoint,
         Protocol::HttpProtobuf => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
     };
-    let headers = match signal_var(get, "HEADERS") {
-        Some(h) => parse_headers(&h)?,
+    let headers = match signal_var_named(get, "HEADERS") {
+        Some((name, h)) => parse_headers(&h).map_err(|e| format!("{name}: {e}"))?,
         None => Vec::new(),
     };
-    let timeout = match signal_var(get, "TIMEOUT") {
-        Some(ms) => Duration::from_millis(
+    let timeout = match signal_var_named(get, "TIMEOUT") {
+        Some((name, ms)) => Duration::from_millis(
             ms.parse()
-                .map_err(|_| format!("OTEL_EXPORTER_OTLP_TIMEOUT `{ms}` is not milliseconds"))?,
+                .map_err(|_| format!("{name}: `{ms}` is not a whole number of milliseconds"))?,
         ),
         None => Duration::from_secs(10),
     };
@@ -189,7 +210,7 @@ pub fn batch_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<BatchSetti
         var(get, name)
             .map(|v| {
                 v.parse::<u64>()
-                    .map_err(|_| format!("{name} `{v}` is not a number"))
+                    .map_err(|_| format!("{name}: `{v}` is not a whole number >= 0"))
             })
             .transpose()
     };

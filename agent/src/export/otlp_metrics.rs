@@ -192,7 +192,9 @@ pub fn interval(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Duration>
         Some(v) if !v.is_empty() => v
             .parse::<u64>()
             .map(|ms| Some(Duration::from_millis(ms.max(100))))
-            .map_err(|_| format!("OTEL_METRIC_EXPORT_INTERVAL `{v}` is not milliseconds")),
+            .map_err(|_| {
+                format!("OTEL_METRIC_EXPORT_INTERVAL: `{v}` is not a whole number of milliseconds")
+            }),
         _ => Ok(Some(Duration::from_secs(60))),
     }
 }

@@ -4,6 +4,7 @@
 //! of the traced requests; [`serve`] the agent's HTTP endpoint.
 pub mod red;
 pub mod serve;
+pub mod status_line;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

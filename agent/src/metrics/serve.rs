@@ -182,34 +182,70 @@ pub fn render(o: &Observed) -> String {
     out
 }
 
+/// The figures of `/status` and of the live status line.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatusFigures {
+    pub uptime_seconds: f64,
+    pub ready: bool,
+    pub traced_processes: u64,
+    /// HTTP requests seen (server and client sides).
+    pub requests: u64,
+    pub spans_exported: u64,
+    pub spans_dropped: u64,
+    pub events_lost: u64,
+    pub connections: u64,
+    pub export_errors: u64,
+}
+
+impl StatusFigures {
+    pub fn of(o: &Observed) -> Self {
+        let c = &o.counters;
+        let probes = o.probes.lock().expect("not poisoned").clone();
+        let uptime_seconds = o
+            .started
+            .lock()
+            .expect("not poisoned")
+            .map_or(0.0, |s| s.elapsed().as_secs_f64());
+        let red = o.red.lock().expect("not poisoned");
+        let requests = red.total(super::red::SERVER) + red.total(super::red::CLIENT);
+        drop(red);
+        Self {
+            uptime_seconds,
+            ready: o.ready.load(Relaxed),
+            traced_processes: o.traced_processes.load(Relaxed),
+            requests,
+            spans_exported: c.spans_exported.load(Relaxed),
+            spans_dropped: c.spans_dropped_queue_full.load(Relaxed)
+                + c.spans_dropped_export_failed.load(Relaxed),
+            events_lost: probes.lost(),
+            connections: c.connections_open.load(Relaxed),
+            export_errors: c.export_errors.load(Relaxed),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        format!(
+            concat!(
+                "{{\"uptime_seconds\":{:.1},\"ready\":{},\"traced_processes\":{},",
+                "\"requests\":{},\"spans_exported\":{},\"spans_dropped\":{},",
+                "\"events_lost\":{},\"connections\":{},\"export_errors\":{}}}"
+            ),
+            self.uptime_seconds,
+            self.ready,
+            self.traced_processes,
+            self.requests,
+            self.spans_exported,
+            self.spans_dropped,
+            self.events_lost,
+            self.connections,
+            self.export_errors,
+        )
+    }
+}
+
 /// `/status`: the figures of the live status line, as JSON.
 pub fn status_json(o: &Observed) -> String {
-    let c = &o.counters;
-    let probes = o.probes.lock().expect("not poisoned").clone();
-    let uptime = o
-        .started
-        .lock()
-        .expect("not poisoned")
-        .map_or(0.0, |s| s.elapsed().as_secs_f64());
-    let red = o.red.lock().expect("not poisoned");
-    let requests = red.total(super::red::SERVER) + red.total(super::red::CLIENT);
-    drop(red);
-    format!(
-        concat!(
-            "{{\"uptime_seconds\":{:.1},\"ready\":{},\"traced_processes\":{},",
-            "\"requests\":{},\"spans_exported\":{},\"spans_dropped\":{},",
-            "\"events_lost\":{},\"connections\":{},\"export_errors\":{}}}"
-        ),
-        uptime,
-        o.ready.load(Relaxed),
-        o.traced_processes.load(Relaxed),
-        requests,
-        c.spans_exported.load(Relaxed),
-        c.spans_dropped_queue_full.load(Relaxed) + c.spans_dropped_export_failed.load(Relaxed),
-        probes.lost(),
-        c.connections_open.load(Relaxed),
-        c.export_errors.load(Relaxed),
-    )
+    StatusFigures::of(o).to_json()
 }
 
 async fn metrics(State(o): State<Arc<Observed>>) -> impl IntoResponse {
