@@ -115,6 +115,7 @@ fuzz_target!(|input: &[u8]| {
                 payload: Bytes::copy_from_slice(t.data),
                 probe: None,
                 kernel_ctx: None,
+                lost: 0,
             }),
             c @ (1 | 2) => Event::Close(CloseInfo {
                 sock,
