@@ -126,7 +126,11 @@ pub struct ConnTracker {
     /// closed before /proc could be asked.
     opened: HashMap<(u32, i32), String>,
     traced_cgroups: std::collections::HashSet<u64>,
+    sweeps: u64,
 }
+
+/// Every this many sweeps, processes gone from /proc are forgotten.
+const PRUNE_EVERY_SWEEPS: u64 = 30;
 
 /// Remembered file names; the table is cleared when it grows past this.
 const MAX_OPENED: usize = 4096;
@@ -148,6 +152,7 @@ impl ConnTracker {
             scratch: Vec::new(),
             opened: HashMap::new(),
             traced_cgroups: std::collections::HashSet::new(),
+            sweeps: 0,
         }
     }
 
@@ -224,8 +229,12 @@ impl ConnTracker {
                 self.procs.forget(pid);
                 self.match_exe(pid, &comm);
                 // Read it now, while it runs: short-lived clients are gone
-                // by the time their spans are made.
-                self.procs.get(pid, Some(&comm));
+                // by the time their spans are made. Every exec on the host
+                // is reported, but only traced processes' exits are: an
+                // untraced one would stay in the table for good.
+                if self.selector.as_ref().is_none_or(|s| s.may_trace(pid)) {
+                    self.procs.get(pid, Some(&comm));
+                }
             }
             Event::Io(io) => self.on_io(io, out),
             Event::Opened { pid, fd, path } => {
@@ -507,6 +516,13 @@ impl ConnTracker {
 
     /// Forgets connections idle since before `now_ns - idle_timeout`.
     pub fn sweep(&mut self, now_ns: u64, out: &mut Vec<Record>) {
+        self.sweeps += 1;
+        if self.sweeps.is_multiple_of(PRUNE_EVERY_SWEEPS) {
+            let pruned = self.procs.prune_exited();
+            if pruned > 0 {
+                tracing::debug!(pruned, "forgot processes whose exit was not seen");
+            }
+        }
         let cutoff = now_ns.saturating_sub(self.config.idle_timeout_ns);
         let idle: Vec<u64> = self
             .conns
