@@ -58,7 +58,11 @@ fn files(dir: &Path, out: &mut BTreeSet<String>) {
 impl BpfObjects {
     pub fn snapshot() -> BpfObjects {
         let mut cgroup_attachments = BTreeSet::new();
-        for group in bpftool(&["cgroup", "tree"]).as_array().into_iter().flatten() {
+        for group in bpftool(&["cgroup", "tree"])
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let path = group.get("cgroup").and_then(Value::as_str).unwrap_or("?");
             for p in group
                 .get("programs")

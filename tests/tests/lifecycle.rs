@@ -1,5 +1,5 @@
-//! The agent's life cycle around running applications: stopping (SIGTERM or
-//! SIGKILL) leaves no BPF program, map, link, cgroup attachment or pin
+//! The agent's life cycle around running applications: stopping (SIGTERM in
+//! each attach/detach cycle, SIGKILL before a restart) leaves no BPF program, map, link, cgroup attachment or pin
 //! behind; traced applications keep serving through repeated attach and
 //! detach; a keep-alive connection is traced again by an agent started after
 //! one was killed; and short-lived processes get their own pid and service,
@@ -45,42 +45,51 @@ fn leftovers(created: &BpfObjects, timeout: Duration) -> BpfObjects {
     }
 }
 
-/// SIGTERM and SIGKILL alike leave none of the objects the agent created.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopping_removes_every_bpf_object() {
-    let _serial = serial().await;
-    for signal in [libc::SIGTERM, libc::SIGKILL] {
-        let before = BpfObjects::snapshot();
-        // Injection adds cgroup programs and a sockhash to the probes.
-        let mut agent = Agent::start(&["--inject-traceparent".into()], &[]);
-        assert!(
-            agent.log().contains("traceparent injection on"),
-            "{}",
-            agent.log()
-        );
+/// Snapshots around one agent's life: what it created, and what is left
+/// once it stopped.
+struct BpfWatch {
+    before: BpfObjects,
+    during: BpfObjects,
+    created: BpfObjects,
+}
+
+impl BpfWatch {
+    fn before() -> BpfObjects {
+        BpfObjects::snapshot()
+    }
+
+    /// With the agent running: it must have loaded programs, maps and links,
+    /// attached to a cgroup when injecting, and pinned nothing.
+    fn during(before: BpfObjects, cgroup: bool) -> BpfWatch {
         let during = BpfObjects::snapshot();
         let created = during.minus(&before);
         let [progs, maps, links, cgroups, pins] = created.counts();
         assert!(progs > 10 && maps > 10 && links > 10, "{created:?}");
-        assert!(cgroups >= 1, "no cgroup attachment: {created:?}");
+        assert_eq!(cgroups >= 1, cgroup, "cgroup attachments: {created:?}");
         assert_eq!(pins, 0, "the agent pins nothing: {created:?}");
-        let status = agent.proc.stop_with(signal, Duration::from_secs(20));
-        if signal == libc::SIGTERM {
-            assert!(status.success(), "{status}: {}", agent.log());
+        BpfWatch {
+            before,
+            during,
+            created,
         }
-        let left = leftovers(&created, Duration::from_secs(10));
-        assert!(left.is_empty(), "left behind after signal {signal}: {left:?}");
+    }
+
+    /// After the agent stopped: none of what it created is left, and no pin
+    /// appeared. Returns a line of figures for the report.
+    fn after(&self, how: &str) -> String {
+        let left = leftovers(&self.created, Duration::from_secs(10));
+        assert!(left.is_empty(), "left behind after {how}: {left:?}");
         let after = BpfObjects::snapshot();
-        assert!(after.minus(&before).pins.is_empty());
-        println!(
-            "signal {signal}: bpf objects (progs, maps, links, cgroup attachments, pins) \
-             before {:?} during {:?} after {:?}; created {:?}, left {:?}",
-            before.counts(),
-            during.counts(),
+        assert!(after.minus(&self.before).pins.is_empty());
+        format!(
+            "{how}: bpf (progs, maps, links, cgroup attachments, pins) before {:?} during {:?} \
+             after {:?}; created {:?}, left {:?}",
+            self.before.counts(),
+            self.during.counts(),
             after.counts(),
-            created.counts(),
+            self.created.counts(),
             left.counts()
-        );
+        )
     }
 }
 
@@ -89,7 +98,7 @@ async fn stopping_removes_every_bpf_object() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applications_keep_serving_through_attach_and_detach() {
     let _serial = serial().await;
-    let cycles = knob("SEAM_CYCLES", 5);
+    let cycles = knob("SEAM_CYCLES", 3);
     let port = seam_tests::procs::free_port();
     let _app = gunicorn_with(
         &apps_dir("basic"),
@@ -118,7 +127,14 @@ async fn applications_keep_serving_through_attach_and_detach() {
     let mut traced = Vec::new();
     for cycle in 0..cycles {
         let seen = receiver.spans().len();
+        let before = BpfWatch::before();
         let mut agent = Agent::start(&args, &[]);
+        assert!(
+            agent.log().contains("traceparent injection on"),
+            "{}",
+            agent.log()
+        );
+        let watch = BpfWatch::during(before, true);
         // Each agent traces the traffic: client and server spans arrive.
         let spans = receiver
             .wait_until(Duration::from_secs(20), |s| {
@@ -129,6 +145,7 @@ async fn applications_keep_serving_through_attach_and_detach() {
         let new = spans.len() - seen;
         assert!(new >= 2, "cycle {cycle}: no spans\n{}", agent.log());
         assert!(agent.stop().success(), "cycle {cycle}: {}", agent.log());
+        println!("{}", watch.after(&format!("cycle {cycle}, SIGTERM")));
         traced.push(new);
         // The applications run untraced for a moment between agents.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -141,10 +158,15 @@ async fn applications_keep_serving_through_attach_and_detach() {
         ["sent", s, "failed", f] => (s.parse().unwrap(), f.parse().unwrap()),
         _ => panic!("client said {line:?}: {}", client.log()),
     };
-    println!("attach/detach: {cycles} cycles, spans per cycle {traced:?}, requests sent {sent}, failed {failed}");
-    println!("soak-result cycles sent={sent} failed={failed} spans={} lost=0 resyncs=0 rss_min=0 rss_max=0", traced.iter().sum::<usize>());
+    println!(
+        "attach/detach: {cycles} cycles, spans per cycle {traced:?}, requests sent {sent}, failed {failed}"
+    );
+    println!(
+        "soak-result cycles sent={sent} failed={failed} spans={} lost=0 resyncs=0 rss_min=0 rss_max=0",
+        traced.iter().sum::<usize>()
+    );
     assert_eq!(failed, 0, "{}", client.log());
-    assert!(sent > 100 * cycles / 5, "only {sent} requests");
+    assert!(sent > 100 * cycles, "only {sent} requests");
 }
 
 /// A keep-alive connection used before an agent was killed, while no agent
@@ -182,12 +204,15 @@ async fn keep_alive_connection_is_traced_after_sigkill_and_restart() {
     };
 
     let first = Receiver::start(Kind::Grpc).await;
+    let objects = BpfWatch::before();
     let mut agent = Agent::start(&args(&first), &[]);
+    let watch = BpfWatch::during(objects, false);
     ask(2);
     let before = first.settle(4, Duration::from_secs(20)).await;
     assert_eq!(before.len(), 4);
     agent.proc.stop_with(libc::SIGKILL, Duration::from_secs(10));
-    assert!(BpfObjects::snapshot().pins.iter().all(|p| !p.contains("seam")));
+    // The kernel frees fd-based links, programs and maps with the process.
+    println!("{}", watch.after("SIGKILL"));
     // No agent: the connection carries on untraced.
     ask(2);
 
@@ -227,7 +252,15 @@ fn curls(port: u16, paths: &[String], parallel: usize) -> Vec<(String, u32)> {
             .iter()
             .map(|p| {
                 let child = Command::new("curl")
-                    .args(["-s", "-o", "/dev/null", "--max-time", "10", "-w", "%{http_code}"])
+                    .args([
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "--max-time",
+                        "10",
+                        "-w",
+                        "%{http_code}",
+                    ])
                     .arg(format!("http://127.0.0.1:{port}{p}"))
                     .stdout(std::process::Stdio::piped())
                     .spawn()
@@ -306,7 +339,9 @@ async fn process_churn_keeps_pids_right_and_frees_state() {
     let mut last_sample = Instant::now();
     let mut expected: BTreeMap<String, u32> = BTreeMap::new();
     loop {
-        let paths: Vec<String> = (0..clients).map(|i| format!("/churn/{round}/{i}")).collect();
+        let paths: Vec<String> = (0..clients)
+            .map(|i| format!("/churn/{round}/{i}"))
+            .collect();
         for chunk in paths.chunks(50) {
             expected.extend(curls(nginx.port, chunk, 4));
             if last_sample.elapsed() >= Duration::from_secs(10) {
@@ -356,7 +391,12 @@ async fn process_churn_keeps_pids_right_and_frees_state() {
             wrong.push(format!("{path}: pid {pid:?} service {}", s.service()));
         }
     }
-    assert!(wrong.is_empty(), "{} wrong: {:?}", wrong.len(), &wrong[..wrong.len().min(10)]);
+    assert!(
+        wrong.is_empty(),
+        "{} wrong: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
     let curl_pids: BTreeSet<String> = expected.values().map(u32::to_string).collect();
     for s in &server_spans {
         assert_eq!(s.service(), "nginx");
@@ -364,7 +404,10 @@ async fn process_churn_keeps_pids_right_and_frees_state() {
     }
     let reuse = ours("/reuse/", false);
     assert_eq!(reuse.len(), 1);
-    assert_eq!(reuse[0].resource_attr("process.pid"), Some(reused.to_string()));
+    assert_eq!(
+        reuse[0].resource_attr("process.pid"),
+        Some(reused.to_string())
+    );
     assert_eq!(reuse[0].service(), "wget");
 
     // Per-process state is freed: back to the warm-up figures.

@@ -103,7 +103,7 @@ async fn burst_over_the_smallest_ring_buffer_loses_counted_and_resyncs() {
     let secs: u64 = std::env::var("SEAM_OVERLOAD_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(3);
     let bursts: u32 = std::env::var("SEAM_OVERLOAD_BURSTS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -137,10 +137,7 @@ async fn burst_over_the_smallest_ring_buffer_loses_counted_and_resyncs() {
         let (status, body) = http_get(nginx.port, &path).expect("nginx answers");
         assert_eq!((status, body.trim()), (200, path.as_str()));
     }
-    let is_fresh = |s: &&SpanView| {
-        s.attr("url.path")
-            .is_some_and(|p| p.starts_with("/fresh/"))
-    };
+    let is_fresh = |s: &&SpanView| s.attr("url.path").is_some_and(|p| p.starts_with("/fresh/"));
     let spans = receiver
         .wait_until(Duration::from_secs(30), |s| {
             s.iter().filter(is_fresh).count() >= FRESH
@@ -173,10 +170,7 @@ async fn burst_over_the_smallest_ring_buffer_loses_counted_and_resyncs() {
         servers.len(),
         &bad[..bad.len().min(10)]
     );
-    let mut paths: Vec<String> = servers
-        .iter()
-        .filter_map(|s| s.attr("url.path"))
-        .collect();
+    let mut paths: Vec<String> = servers.iter().filter_map(|s| s.attr("url.path")).collect();
     let total = paths.len();
     paths.sort();
     paths.dedup();

@@ -5,6 +5,7 @@ mod cmd;
 mod demo;
 mod fuzz;
 mod setup;
+mod soak;
 mod tasks;
 
 use clap::{Parser, Subcommand};
@@ -65,6 +66,10 @@ enum Task {
         #[arg(long)]
         target_dir: Option<std::path::PathBuf>,
     },
+    /// Long reliability runs: process churn for N minutes with the agent's
+    /// memory sampled every 10 s, attach/detach cycles under continuous
+    /// traffic, overload bursts; ends with a summary table.
+    Soak(soak::Options),
     /// Run every test: unit tests and end-to-end tests with real probes.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -81,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test { args } => tasks::test(&args),
         Task::Demo { requests } => demo::run(requests),
         Task::Bench(opts) => bench::run(opts),
+        Task::Soak(opts) => soak::run(opts),
         Task::Fuzz {
             time,
             targets,

@@ -905,7 +905,13 @@ mod tests {
         // Its reply was lost.
         t.handle(
             lost_before(
-                data(2, 100, Direction::Egress, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", 20),
+                data(
+                    2,
+                    100,
+                    Direction::Egress,
+                    b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n",
+                    20,
+                ),
                 9,
             ),
             &mut out,
