@@ -23,7 +23,8 @@ location /c/ { return 201 "$uri\n"; }
 location /d/ { return 503 "$uri\n"; }
 location /fresh/ { return 200 "$uri\n"; }"#;
 
-/// wrk: every request a path of its own, `/<status class>/<thread>-<n>`.
+/// wrk: every request a path of its own,
+/// `/<status class>/<burst>-<thread>-<n>` (`BURST` is replaced).
 const WRK_SCRIPT: &str = r#"
 local threads = 0
 function setup(thread)
@@ -34,7 +35,7 @@ local n = 0
 local classes = {"a", "b", "c", "d"}
 request = function()
   n = n + 1
-  return wrk.format("GET", "/" .. classes[(n % 4) + 1] .. "/" .. tid .. "-" .. n)
+  return wrk.format("GET", "/" .. classes[(n % 4) + 1] .. "/BURST-" .. tid .. "-" .. n)
 end
 "#;
 
@@ -62,9 +63,9 @@ fn inconsistent(span: &SpanView) -> Option<String> {
 }
 
 /// Runs wrk for `secs` with `connections`; returns the requests it completed.
-fn wrk(port: u16, secs: u64, connections: u32) -> u64 {
-    let script = scratch_dir().join("overload.lua");
-    std::fs::write(&script, WRK_SCRIPT).unwrap();
+fn wrk(port: u16, secs: u64, connections: u32, burst: u32) -> u64 {
+    let script = scratch_dir().join(format!("overload-{burst}.lua"));
+    std::fs::write(&script, WRK_SCRIPT.replace("BURST", &burst.to_string())).unwrap();
     let out = std::process::Command::new("wrk")
         .args(["-t2", &format!("-c{connections}"), &format!("-d{secs}s")])
         .arg("-s")
@@ -121,8 +122,8 @@ async fn burst_over_the_smallest_ring_buffer_loses_counted_and_resyncs() {
 
     let mut sent = 0;
     let mut lost = 0;
-    for _ in 0..bursts {
-        sent += wrk(nginx.port, secs, 64);
+    for burst in 0..bursts {
+        sent += wrk(nginx.port, secs, 64, burst);
         caught_up(&agent, Duration::from_secs(120)).await;
         lost = agent.metric("seam_probe_events_lost_total").unwrap_or(0);
     }

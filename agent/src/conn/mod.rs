@@ -127,6 +127,11 @@ pub struct ConnTracker {
     opened: HashMap<(u32, i32), String>,
     traced_cgroups: std::collections::HashSet<u64>,
     sweeps: u64,
+    /// Names at exec of processes not read then (not traced, as far as the
+    /// filter said when the agent got to the exec): a short-lived process
+    /// may have been traced and gone already, and its transfers still name
+    /// it by this.
+    exec_comms: HashMap<u32, String>,
 }
 
 /// Every this many sweeps, processes gone from /proc are forgotten.
@@ -153,6 +158,7 @@ impl ConnTracker {
             opened: HashMap::new(),
             traced_cgroups: std::collections::HashSet::new(),
             sweeps: 0,
+            exec_comms: HashMap::new(),
         }
     }
 
@@ -233,7 +239,15 @@ impl ConnTracker {
                 // is reported, but only traced processes' exits are: an
                 // untraced one would stay in the table for good.
                 if self.selector.as_ref().is_none_or(|s| s.may_trace(pid)) {
+                    self.exec_comms.remove(&pid);
                     self.procs.get(pid, Some(&comm));
+                } else {
+                    // The filter forgets a traced process when it exits,
+                    // perhaps before the agent read its exec: keep the name.
+                    if self.exec_comms.len() >= MAX_OPENED {
+                        self.exec_comms.clear();
+                    }
+                    self.exec_comms.insert(pid, comm);
                 }
             }
             Event::Io(io) => self.on_io(io, out),
@@ -255,6 +269,7 @@ impl ConnTracker {
             }
             Event::Exit { pid } => {
                 self.procs.forget(pid);
+                self.exec_comms.remove(&pid);
                 self.opened.retain(|(p, _), _| *p != pid);
                 self.preexisting.retain(|(p, _), _| *p != pid);
                 out.push(Record::ProcessGone { pid });
@@ -397,7 +412,9 @@ impl ConnTracker {
             conn.meta = Some(Arc::new(ConnMeta {
                 sock: ev.sock,
                 pid: conn.pid,
-                process: self.procs.get(conn.pid, None),
+                process: self
+                    .procs
+                    .get(conn.pid, self.exec_comms.get(&conn.pid).map(String::as_str)),
                 role,
                 endpoints: conn.endpoints,
                 tls: conn.tls,
