@@ -548,6 +548,7 @@ fn report_losses(stats: &ProbeStats, last_lost: u64, counters: &Counters) -> u64
             lost = lost - last_lost,
             total = lost,
             per_probe = per.join(","),
+            connections_resynced = metrics::get(&counters.loss_resyncs),
             "ring buffer full: events lost (raise --ring-buffer-mib)"
         );
     }

@@ -185,6 +185,12 @@ pub struct DataHeader {
     /// For a request the probes started a span for (a server request while
     /// injection is on, an injected client request): that span.
     pub ctx: TraceCtx,
+    /// Records of this socket the ring buffer had no room for so far
+    /// (wrapping). A change between two records of a connection means bytes
+    /// between them are missing: the agent drops what it was assembling and
+    /// resynchronises at the next message start.
+    pub lost: u32,
+    pub _pad: u32,
 }
 
 /// A TCP connection left `ESTABLISHED` (`newstate` is its next state) or closed.
@@ -387,7 +393,8 @@ mod tests {
         assert_eq!(offset_of!(DataHeader, tuple), 56);
         assert_eq!(offset_of!(DataHeader, ctx), 96);
         assert_eq!(size_of::<TraceCtx>(), 40);
-        assert_eq!(size_of::<DataHeader>(), 96 + size_of::<TraceCtx>());
+        assert_eq!(offset_of!(DataHeader, lost), 136);
+        assert_eq!(size_of::<DataHeader>(), 96 + size_of::<TraceCtx>() + 8);
         round_trip(DataHeader {
             kind: kind::DATA,
             flags: flag::EGRESS | flag::TUPLE_KNOWN | ((Probe::Sendto as u32) << flag::PROBE_SHIFT),
@@ -408,6 +415,8 @@ mod tests {
                 has: ctx::SET | ctx::PARENT,
                 _pad: [0; 6],
             },
+            lost: 7,
+            _pad: 0,
         });
     }
 

@@ -2,7 +2,7 @@
 use aya_ebpf::helpers::generated::bpf_probe_read_user;
 use seam_common::{DataHeader, MAX_CAPTURE, Probe, stat};
 
-use crate::maps::{EVENTS, STATS, Scratch};
+use crate::maps::{EVENTS, SOCKS, STATS, Scratch};
 
 /// Adds one to counter `which` of `probe`.
 #[inline(always)]
@@ -51,7 +51,9 @@ pub fn copy_user(scratch: *mut Scratch, off: usize, src: u64, len: u64, probe: P
     off_m + take_m
 }
 
-/// Sends the header plus `captured` payload bytes of `scratch`.
+/// Sends the header plus `captured` payload bytes of `scratch`. The record
+/// carries its socket's loss count; a record that finds no room raises it, so
+/// the agent knows which connection's stream has a hole and where.
 #[inline(always)]
 pub fn output_data(probe: Probe, scratch: *mut Scratch, captured: usize) {
     let captured = captured & (2 * MAX_CAPTURE - 1);
@@ -59,10 +61,18 @@ pub fn output_data(probe: Probe, scratch: *mut Scratch, captured: usize) {
         return;
     }
     let size = core::mem::size_of::<DataHeader>() + captured;
+    // SAFETY: scratch is this CPU's map value.
+    let sock = unsafe { (*scratch).header.sock };
+    let info = SOCKS.get_ptr_mut(&sock);
     // SAFETY: header and payload are contiguous in Scratch (repr(C), header
-    // size is a multiple of 8), and size stays within the value.
+    // size is a multiple of 8), and size stays within the value; `info` is
+    // a map value pointer valid for this program run.
     let record = unsafe {
         (*scratch).header.captured = captured as u32;
+        (*scratch).header.lost = match info {
+            Some(info) => (*info).lost,
+            None => 0,
+        };
         core::slice::from_raw_parts(scratch.cast::<u8>(), size)
     };
     let rc = match EVENTS.output::<[u8]>(record, 0) {
@@ -73,5 +83,10 @@ pub fn output_data(probe: Probe, scratch: *mut Scratch, captured: usize) {
         count(probe, stat::EMITTED);
     } else {
         count(probe, stat::LOST);
+        if let Some(info) = info {
+            // SAFETY: as above. Two CPUs losing at once may add one instead
+            // of two: the count still changes, which is all the agent needs.
+            unsafe { (*info).lost = (*info).lost.wrapping_add(1) };
+        }
     }
 }

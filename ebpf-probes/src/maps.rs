@@ -94,7 +94,9 @@ pub struct SockInfo {
     pub tuple: Tuple,
     /// `seam_common::flag` TUPLE_KNOWN / ROLE_* bits, plus the SOCK_* bits below.
     pub flags: u32,
-    pub _pad: u32,
+    /// Records of this socket lost to a full ring buffer (wrapping); every
+    /// data record carries the count, so the agent sees where a stream broke.
+    pub lost: u32,
 }
 
 /// A traced process moved bytes on this socket: report its close.

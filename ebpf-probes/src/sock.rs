@@ -175,7 +175,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
             let info = SockInfo {
                 tuple: read_tuple(ctx),
                 flags: flag::TUPLE_KNOWN | role,
-                _pad: 0,
+                lost: 0,
             };
             let _ = SOCKS.insert(&sk, &info, 0);
         }

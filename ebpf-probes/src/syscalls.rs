@@ -104,7 +104,7 @@ pub fn report(
             let fresh = SockInfo {
                 tuple: Default::default(),
                 flags: if tls { SOCK_TLS } else { 0 },
-                _pad: 0,
+                lost: 0,
             };
             let _ = SOCKS.insert(&active.sock, &fresh, 0);
             SOCKS.get_ptr_mut(&active.sock)?
@@ -160,6 +160,8 @@ pub fn fill(
             captured: 0,
             tuple,
             ctx: TraceCtx::default(),
+            lost: 0,
+            _pad: 0,
         };
     }
     let mut filled = 0usize;

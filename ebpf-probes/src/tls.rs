@@ -172,7 +172,7 @@ pub fn mark_tls(sock: u64) {
             let info = SockInfo {
                 tuple: Default::default(),
                 flags: SOCK_TLS,
-                _pad: 0,
+                lost: 0,
             };
             let _ = SOCKS.insert(&sock, &info, 0);
         }

@@ -115,6 +115,9 @@ fuzz_target!(|input: &[u8]| {
                 payload: Bytes::copy_from_slice(t.data),
                 probe: None,
                 kernel_ctx: None,
+                // The clock step's top bits double as the socket's loss
+                // count: a change makes the tracker drop and resynchronise.
+                lost: u32::from(t.op.dt >> 6),
             }),
             c @ (1 | 2) => Event::Close(CloseInfo {
                 sock,

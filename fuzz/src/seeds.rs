@@ -436,6 +436,8 @@ fn data_record(flags: u32, payload: &[u8], len: u64) -> Vec<u8> {
         captured: payload.len() as u32,
         tuple: tuple_v4(),
         ctx: seam_common::TraceCtx::default(),
+        lost: 0,
+        _pad: 0,
     };
     let mut r = record_bytes(&h).to_vec();
     r.extend_from_slice(payload);

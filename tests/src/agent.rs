@@ -94,6 +94,21 @@ impl Agent {
         http_get(self.metrics_port, path).unwrap_or((0, String::new()))
     }
 
+    /// Sum of every sample of metric `name` on /metrics (all label sets);
+    /// `None` when the metric is absent or the endpoint did not answer.
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let (status, text) = self.get("/metrics");
+        if status != 200 {
+            return None;
+        }
+        parse_metric(&text, name)
+    }
+
+    /// Resident set size of the agent, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        crate::procs::rss_kib(self.proc.pid()).unwrap_or(0)
+    }
+
     pub fn running(&mut self) -> bool {
         self.proc.running()
     }
@@ -123,4 +138,21 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Some((status, body))
+}
+
+/// Sum of the samples of `name` (with or without labels) in a Prometheus
+/// text exposition.
+pub fn parse_metric(text: &str, name: &str) -> Option<u64> {
+    let mut found = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let value = rest.rsplit(' ').next()?.parse::<f64>().ok()?;
+        *found.get_or_insert(0) += value as u64;
+    }
+    found
 }

@@ -4,6 +4,7 @@
 //! agent runs at a time on the machine, even across test binaries and
 //! checkouts.
 pub mod agent;
+pub mod bpf;
 pub mod checkout;
 pub mod k8s;
 pub mod netns;

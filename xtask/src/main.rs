@@ -5,6 +5,7 @@ mod cmd;
 mod demo;
 mod fuzz;
 mod setup;
+mod soak;
 mod tasks;
 
 use clap::{Parser, Subcommand};
@@ -66,6 +67,10 @@ enum Task {
         #[arg(long)]
         target_dir: Option<std::path::PathBuf>,
     },
+    /// Long reliability runs: process churn for N minutes with the agent's
+    /// memory sampled every 10 s, attach/detach cycles under continuous
+    /// traffic, overload bursts; ends with a summary table.
+    Soak(soak::Options),
     /// Run every test: unit tests and end-to-end tests with real probes.
     Test {
         /// Also the heavy tests (a real Phoenix backend); installs what they
@@ -86,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test { args, all } => tasks::test(&args, all),
         Task::Demo(opts) => demo::run(&opts),
         Task::Bench(opts) => bench::run(opts),
+        Task::Soak(opts) => soak::run(opts),
         Task::Fuzz {
             time,
             targets,

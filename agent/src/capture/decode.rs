@@ -39,6 +39,9 @@ pub struct DataEvent {
     /// The span the probes decided for a request that starts in this
     /// transfer (traceparent injection).
     pub kernel_ctx: Option<KernelCtx>,
+    /// The socket's count of records lost to a full ring buffer when this
+    /// one was written (see `seam_common::DataHeader::lost`).
+    pub lost: u32,
 }
 
 /// A span the probes decided (see `seam_common::TraceCtx`): its ids went on
@@ -194,6 +197,7 @@ pub fn decode(record: &[u8], arena: &mut BytesMut) -> Option<Event> {
                 payload,
                 probe: Probe::from_id(h.flags >> flag::PROBE_SHIFT),
                 kernel_ctx: KernelCtx::from_record(&h.ctx),
+                lost: h.lost,
             }))
         }
         kind::CLOSE => {
@@ -289,6 +293,8 @@ mod tests {
                 has: seam_common::ctx::SET,
                 _pad: [0; 6],
             },
+            lost: 3,
+            _pad: 0,
         };
         let mut rec = record_bytes(&h).to_vec();
         rec.extend_from_slice(b"HTTP");
@@ -301,6 +307,7 @@ mod tests {
         assert_eq!(d.direction, Direction::Egress);
         assert_eq!(d.role, Some(Role::Server));
         assert_eq!(d.probe, Some(Probe::Writev));
+        assert_eq!(d.lost, 3);
         // A context without the PARENT bit is a root.
         assert_eq!(
             d.kernel_ctx,

@@ -186,6 +186,18 @@ impl Selector {
         let _ = self.cgroups.remove(&id);
     }
 
+    /// Whether the probes may trace `pid` (and so report its exit): always
+    /// when everything is traced or containers are selected by cgroup,
+    /// else only if the allowlist has it. An untraced process's exit is
+    /// never reported, so nothing may be kept for it.
+    pub fn may_trace(&self, pid: u32) -> bool {
+        let allowlist = self
+            .config
+            .get(&0, 0)
+            .is_ok_and(|c| c.mode == seam_common::mode::ALLOWLIST);
+        !allowlist || self.pids.get(&pid, 0).is_ok() || self.cgroups.keys().next().is_some()
+    }
+
     /// Tgids in the allowlist now.
     pub fn traced_pids(&self) -> Vec<u32> {
         self.pids.keys().filter_map(Result::ok).collect()

@@ -84,6 +84,13 @@ struct Conn {
     meta: Option<Arc<ConnMeta>>,
     last_ns: u64,
     reported_errors: (u64, u64),
+    /// The probes' count of this socket's lost records, as of its last transfer.
+    lost: u32,
+    /// Added to the parser's request numbers: a parser replaced after a loss
+    /// starts counting again, and keys must stay unique on the connection.
+    seq_base: u64,
+    /// Next request number not used yet on this connection (after `seq_base`).
+    next_seq: u64,
 }
 
 /// Knobs of the connection stage.
@@ -119,7 +126,16 @@ pub struct ConnTracker {
     /// closed before /proc could be asked.
     opened: HashMap<(u32, i32), String>,
     traced_cgroups: std::collections::HashSet<u64>,
+    sweeps: u64,
+    /// Names at exec of processes not read then (not traced, as far as the
+    /// filter said when the agent got to the exec): a short-lived process
+    /// may have been traced and gone already, and its transfers still name
+    /// it by this.
+    exec_comms: HashMap<u32, String>,
 }
+
+/// Every this many sweeps, processes gone from /proc are forgotten.
+const PRUNE_EVERY_SWEEPS: u64 = 30;
 
 /// Remembered file names; the table is cleared when it grows past this.
 const MAX_OPENED: usize = 4096;
@@ -141,6 +157,8 @@ impl ConnTracker {
             scratch: Vec::new(),
             opened: HashMap::new(),
             traced_cgroups: std::collections::HashSet::new(),
+            sweeps: 0,
+            exec_comms: HashMap::new(),
         }
     }
 
@@ -217,8 +235,20 @@ impl ConnTracker {
                 self.procs.forget(pid);
                 self.match_exe(pid, &comm);
                 // Read it now, while it runs: short-lived clients are gone
-                // by the time their spans are made.
-                self.procs.get(pid, Some(&comm));
+                // by the time their spans are made. Every exec on the host
+                // is reported, but only traced processes' exits are: an
+                // untraced one would stay in the table for good.
+                if self.selector.as_ref().is_none_or(|s| s.may_trace(pid)) {
+                    self.exec_comms.remove(&pid);
+                    self.procs.get(pid, Some(&comm));
+                } else {
+                    // The filter forgets a traced process when it exits,
+                    // perhaps before the agent read its exec: keep the name.
+                    if self.exec_comms.len() >= MAX_OPENED {
+                        self.exec_comms.clear();
+                    }
+                    self.exec_comms.insert(pid, comm);
+                }
             }
             Event::Io(io) => self.on_io(io, out),
             Event::Opened { pid, fd, path } => {
@@ -239,6 +269,7 @@ impl ConnTracker {
             }
             Event::Exit { pid } => {
                 self.procs.forget(pid);
+                self.exec_comms.remove(&pid);
                 self.opened.retain(|(p, _), _| *p != pid);
                 self.preexisting.retain(|(p, _), _| *p != pid);
                 out.push(Record::ProcessGone { pid });
@@ -299,6 +330,9 @@ impl ConnTracker {
                     meta: None,
                     last_ns: ev.timing.exit_ns,
                     reported_errors: (0, 0),
+                    lost: ev.lost,
+                    seq_base: 0,
+                    next_seq: 0,
                 })
             }
         };
@@ -319,6 +353,25 @@ impl ConnTracker {
         }
         conn.last_ns = ev.timing.exit_ns;
         self.scratch.clear();
+        if ev.lost != conn.lost {
+            // Records of this socket were lost since its previous transfer.
+            conn.lost = ev.lost;
+            metrics::inc(&self.counters.loss_resyncs);
+            let replace = match &mut conn.proto {
+                Proto::Parsed(parser) => !parser.lost(&mut self.scratch),
+                _ => false,
+            };
+            rebase(&mut self.scratch, conn.seq_base, &mut conn.next_seq);
+            if replace {
+                conn.proto = Proto::Undecided;
+                conn.reported_errors = (0, 0);
+                conn.seq_base = conn.next_seq;
+            }
+            if let Some(meta) = conn.meta.clone() {
+                Self::forward(&self.counters, &meta, 0, None, &mut self.scratch, out);
+            }
+            self.scratch.clear();
+        }
         if matches!(conn.proto, Proto::Undecided) {
             match detect::detect(&ev.payload) {
                 Detected::Tls if !ev.tls => conn.proto = Proto::Opaque,
@@ -359,13 +412,16 @@ impl ConnTracker {
             conn.meta = Some(Arc::new(ConnMeta {
                 sock: ev.sock,
                 pid: conn.pid,
-                process: self.procs.get(conn.pid, None),
+                process: self
+                    .procs
+                    .get(conn.pid, self.exec_comms.get(&conn.pid).map(String::as_str)),
                 role,
                 endpoints: conn.endpoints,
                 tls: conn.tls,
             }));
         }
         let meta = conn.meta.clone().expect("set above");
+        rebase(&mut self.scratch, conn.seq_base, &mut conn.next_seq);
         let kernel = ev.kernel_ctx.map(|c| (ev.timing, c));
         Self::forward(
             &self.counters,
@@ -466,6 +522,7 @@ impl ConnTracker {
         if let Proto::Parsed(parser) = &mut conn.proto {
             parser.close(&mut self.scratch);
         }
+        rebase(&mut self.scratch, conn.seq_base, &mut conn.next_seq);
         if let Some(meta) = conn.meta.clone() {
             Self::forward(&self.counters, &meta, 0, None, &mut self.scratch, out);
         }
@@ -476,6 +533,13 @@ impl ConnTracker {
 
     /// Forgets connections idle since before `now_ns - idle_timeout`.
     pub fn sweep(&mut self, now_ns: u64, out: &mut Vec<Record>) {
+        self.sweeps += 1;
+        if self.sweeps.is_multiple_of(PRUNE_EVERY_SWEEPS) {
+            let pruned = self.procs.prune_exited();
+            if pruned > 0 {
+                tracing::debug!(pruned, "forgot processes whose exit was not seen");
+            }
+        }
         let cutoff = now_ns.saturating_sub(self.config.idle_timeout_ns);
         let idle: Vec<u64> = self
             .conns
@@ -489,11 +553,25 @@ impl ConnTracker {
                 if let Proto::Parsed(parser) = &mut conn.proto {
                     parser.close(&mut self.scratch);
                 }
+                rebase(&mut self.scratch, conn.seq_base, &mut conn.next_seq);
                 if let Some(meta) = conn.meta {
                     Self::forward(&self.counters, &meta, 0, None, &mut self.scratch, out);
                 }
             }
         }
+    }
+}
+
+/// Shifts a parser's request numbers by `base` and notes the next free one.
+fn rebase(events: &mut [ProtoEvent], base: u64, next: &mut u64) {
+    for e in events {
+        let seq = match e {
+            ProtoEvent::Start { seq, .. }
+            | ProtoEvent::Done { seq, .. }
+            | ProtoEvent::Abandoned { seq } => seq,
+        };
+        *seq += base;
+        *next = (*next).max(*seq + 1);
     }
 }
 
@@ -525,6 +603,7 @@ mod tests {
             payload: Bytes::from_static(bytes),
             probe: None,
             kernel_ctx: None,
+            lost: 0,
         })
     }
 
@@ -666,5 +745,209 @@ mod tests {
         assert!(
             matches!(&out[1], Record::Done { exchange: crate::protocol::Exchange::Redis(x), .. } if x.command.name == "PING")
         );
+    }
+
+    /// `event` written when its socket had lost `lost` records.
+    fn lost_before(event: Event, lost: u32) -> Event {
+        match event {
+            Event::Data(mut d) => {
+                d.lost = lost;
+                Event::Data(d)
+            }
+            other => other,
+        }
+    }
+
+    fn summary(out: &[Record]) -> Vec<String> {
+        out.iter()
+            .map(|r| match r {
+                Record::Start { key, request, .. } => match request {
+                    crate::protocol::Request::Http(h) => format!("start {} {}", key.seq, h.target),
+                    other => format!("start {} {other:?}", key.seq),
+                },
+                Record::Done { key, exchange, .. } => match exchange {
+                    crate::protocol::Exchange::Http(x) => format!(
+                        "done {} {} {}",
+                        key.seq, x.request.target, x.response.status
+                    ),
+                    crate::protocol::Exchange::Redis(x) => {
+                        format!("done {} {}", key.seq, x.command.name)
+                    }
+                    other => format!("done {} {other:?}", key.seq),
+                },
+                Record::Abandoned { key } => format!("abandoned {}", key.seq),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lost_response_abandons_its_request_and_the_next_pairs_right() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        let req = |p: &'static [u8], t: u64| data(1, 100, Direction::Ingress, p, t);
+        t.handle(req(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n", 10), &mut out);
+        // The response to /1 found the ring buffer full: the next record
+        // carries the raised count.
+        t.handle(
+            lost_before(req(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n", 30), 1),
+            &mut out,
+        );
+        let resp = data(
+            1,
+            100,
+            Direction::Egress,
+            b"HTTP/1.1 202 OK\r\nContent-Length: 0\r\n\r\n",
+            40,
+        );
+        t.handle(lost_before(resp, 1), &mut out);
+        assert_eq!(
+            summary(&out),
+            ["start 0 /1", "abandoned 0", "start 1 /2", "done 1 /2 202"]
+        );
+        assert_eq!(metrics::get(&t.counters.loss_resyncs), 1);
+    }
+
+    #[test]
+    fn lost_body_bytes_never_complete_and_the_stream_resyncs() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        t.handle(
+            data(
+                1,
+                100,
+                Direction::Egress,
+                b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+                10,
+            ),
+            &mut out,
+        );
+        t.handle(
+            data(
+                1,
+                100,
+                Direction::Ingress,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n0123456789",
+                20,
+            ),
+            &mut out,
+        );
+        // The read with the last ten body bytes was lost; the next read is
+        // the rest of a later response body: nothing to parse until a
+        // message starts.
+        t.handle(
+            lost_before(data(1, 100, Direction::Ingress, b"tail bytes", 30), 4),
+            &mut out,
+        );
+        t.handle(
+            lost_before(
+                data(
+                    1,
+                    100,
+                    Direction::Egress,
+                    b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+                    40,
+                ),
+                4,
+            ),
+            &mut out,
+        );
+        t.handle(
+            lost_before(
+                data(
+                    1,
+                    100,
+                    Direction::Ingress,
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+                    50,
+                ),
+                4,
+            ),
+            &mut out,
+        );
+        assert_eq!(
+            summary(&out),
+            ["start 0 /a", "abandoned 0", "start 1 /b", "done 1 /b 404"]
+        );
+    }
+
+    #[test]
+    fn lost_request_head_makes_no_span_of_its_response() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        let resp = |t| {
+            data(
+                1,
+                100,
+                Direction::Egress,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                t,
+            )
+        };
+        t.handle(
+            data(1, 100, Direction::Ingress, b"GET /1 HTTP/1.1\r\n\r\n", 10),
+            &mut out,
+        );
+        t.handle(resp(20), &mut out);
+        // The request head of /2 was lost: its response pairs with nothing.
+        t.handle(lost_before(resp(40), 1), &mut out);
+        t.handle(
+            lost_before(
+                data(1, 100, Direction::Ingress, b"GET /3 HTTP/1.1\r\n\r\n", 50),
+                1,
+            ),
+            &mut out,
+        );
+        t.handle(lost_before(resp(60), 1), &mut out);
+        assert_eq!(
+            summary(&out),
+            ["start 0 /1", "done 0 /1 200", "start 1 /3", "done 1 /3 200"]
+        );
+        assert_eq!(metrics::get(&t.counters.orphan_responses), 1);
+    }
+
+    #[test]
+    fn a_replaced_parser_keeps_request_keys_unique() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        t.handle(
+            data(2, 100, Direction::Egress, b"*1\r\n$4\r\nPING\r\n", 10),
+            &mut out,
+        );
+        t.handle(data(2, 100, Direction::Ingress, b"+PONG\r\n", 11), &mut out);
+        t.handle(
+            data(2, 100, Direction::Egress, b"*1\r\n$4\r\nPING\r\n", 12),
+            &mut out,
+        );
+        // Its reply was lost.
+        t.handle(
+            lost_before(
+                data(
+                    2,
+                    100,
+                    Direction::Egress,
+                    b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n",
+                    20,
+                ),
+                9,
+            ),
+            &mut out,
+        );
+        t.handle(
+            lost_before(data(2, 100, Direction::Ingress, b"$1\r\nv\r\n", 21), 9),
+            &mut out,
+        );
+        let s = summary(&out);
+        assert_eq!(s[1], "done 0 PING");
+        assert_eq!(s[3], "abandoned 1", "{s:?}");
+        assert_eq!(s.last().map(String::as_str), Some("done 2 GET"), "{s:?}");
+        let keys: Vec<u64> = out
+            .iter()
+            .filter_map(|r| match r {
+                Record::Start { key, .. } => Some(key.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys, [0, 1, 2]);
     }
 }

@@ -121,6 +121,7 @@ mod tests {
             payload: Bytes::from_static(payload),
             probe: None,
             kernel_ctx: None,
+            lost: 0,
         })
     }
 

@@ -29,6 +29,8 @@ pub struct ProcessTable {
     /// /proc/PID/cgroup paths are relative to.
     containers: HashMap<u64, Arc<ContainerMeta>>,
     cgroup2_mount: Option<PathBuf>,
+    /// Cached pids found gone from /proc at the last [`Self::prune_exited`].
+    gone: std::collections::HashSet<u32>,
 }
 
 impl ProcessTable {
@@ -39,6 +41,7 @@ impl ProcessTable {
             cache: HashMap::new(),
             containers: HashMap::new(),
             cgroup2_mount: None,
+            gone: Default::default(),
         }
     }
 
@@ -85,6 +88,24 @@ impl ProcessTable {
     /// Forgets `pid` (it exited or exec'd).
     pub fn forget(&mut self, pid: u32) {
         self.cache.remove(&pid);
+    }
+
+    /// Forgets processes that exited without the agent hearing of it (their
+    /// exit record was lost to a full ring buffer). A pid must be missing
+    /// from /proc at two calls in a row: transfers still queued for a
+    /// process that just exited keep its description meanwhile.
+    pub fn prune_exited(&mut self) -> usize {
+        let missing: std::collections::HashSet<u32> = self
+            .cache
+            .keys()
+            .copied()
+            .filter(|pid| !self.proc_root.join(pid.to_string()).exists())
+            .collect();
+        let before = self.cache.len();
+        self.cache
+            .retain(|pid, _| !(missing.contains(pid) && self.gone.contains(pid)));
+        self.gone = missing;
+        before - self.cache.len()
     }
 
     pub fn len(&self) -> usize {
@@ -387,6 +408,26 @@ fn java_app(args: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exited_processes_are_pruned_after_two_checks() {
+        let root = std::env::temp_dir().join(format!("seam-proc-prune-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("10")).unwrap();
+        fs::create_dir_all(root.join("11")).unwrap();
+        let mut table = ProcessTable::new(&root);
+        table.get(10, Some("curl"));
+        table.get(11, Some("nginx"));
+        assert_eq!(table.prune_exited(), 0);
+        fs::remove_dir(root.join("10")).unwrap();
+        // Gone once: kept, transfers may still be queued for it.
+        assert_eq!(table.prune_exited(), 0);
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.prune_exited(), 1);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.get(11, None).exe_name, "nginx");
+        fs::remove_dir_all(&root).unwrap();
+    }
 
     fn derive(exe: &str, cmd: &str) -> String {
         let args: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();

@@ -38,6 +38,9 @@ counters! {
     requests_abandoned,
     /// Times a connection's byte stream lost HTTP framing and resynchronised.
     stream_desyncs,
+    /// Times a connection's records were lost (ring buffer full): its
+    /// requests in flight were abandoned and its stream resynchronised.
+    loss_resyncs,
     /// Responses with no request to pair with.
     orphan_responses,
     /// Connections whose addresses could not be found.

@@ -428,6 +428,24 @@ impl Http1Conn {
         self.open_response = None;
     }
 
+    /// Bytes of this connection were lost between the last transfer and the
+    /// next: requests in flight are abandoned (their exchange would be built
+    /// from a partial stream), and each direction that was inside a message
+    /// waits for the next transfer that begins one. Unlike [`Self::close`],
+    /// nothing is completed, not even a response delimited by the close.
+    pub fn discard(&mut self, out: &mut Vec<Http1Event>) {
+        for p in self.pending.drain(..) {
+            out.push(Http1Event::Abandoned { seq: p.seq });
+        }
+        self.open_response = None;
+        self.undecided = Default::default();
+        for half in [&mut self.egress, &mut self.ingress] {
+            if !matches!(half.state, State::Idle | State::Tunnel) {
+                half.lose();
+            }
+        }
+    }
+
     fn half(&mut self, dir: Direction) -> &mut HalfStream {
         match dir {
             Direction::Egress => &mut self.egress,

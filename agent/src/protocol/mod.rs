@@ -143,6 +143,15 @@ pub trait Parser: Send + std::fmt::Debug {
     );
     /// The connection closed (or this side sent its FIN).
     fn close(&mut self, out: &mut Vec<ProtoEvent>);
+    /// Records of the connection were lost (the ring buffer was full) before
+    /// the next transfer: whatever was being assembled must not become a
+    /// span. Returns whether the parser resynchronises by itself at the next
+    /// message start; otherwise it is replaced by a fresh one. By default
+    /// everything in flight is abandoned, as at a close.
+    fn lost(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+        self.close(out);
+        false
+    }
     /// Direction that carries requests, once known.
     fn requests_direction(&self) -> Option<Direction>;
     fn errors(&self) -> ParseErrors;
@@ -167,6 +176,13 @@ impl Parser for http1::Http1Conn {
         let mut events = Vec::new();
         http1::Http1Conn::close(self, &mut events);
         out.extend(events.into_iter().map(from_http1));
+    }
+
+    fn lost(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+        let mut events = Vec::new();
+        http1::Http1Conn::discard(self, &mut events);
+        out.extend(events.into_iter().map(from_http1));
+        true
     }
 
     fn requests_direction(&self) -> Option<Direction> {
