@@ -75,9 +75,10 @@ impl Figures {
 }
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
-    setup::ensure()?;
+    setup::ensure(false)?;
     tasks::become_root()?;
     tasks::mount_kernel_fs()?;
+    let _machine = cmd::machine_lock()?;
     let bin = tasks::build(false)?;
     let scenarios = [
         Scenario {
