@@ -242,12 +242,25 @@ impl AgentConfig {
             },
         };
 
+        let queue_mib = args
+            .export_queue_mib
+            .or(export.queue_mib)
+            .unwrap_or(env::DEFAULT_QUEUE_MIB);
+        if !(1..=file::MAX_QUEUE_MIB).contains(&queue_mib) {
+            return Err(err(format!(
+                "--export-queue-mib {queue_mib}: must be between 1 and {}",
+                file::MAX_QUEUE_MIB
+            )));
+        }
+        let mut batch = env::batch_settings(get_env).map_err(err)?;
+        batch.max_queue_bytes = queue_mib as usize * 1024 * 1024;
+
         Ok(Self {
             selection,
             console_too,
             console_format: format,
             output,
-            batch: env::batch_settings(get_env).map_err(err)?,
+            batch,
             stitch: StitchConfig {
                 tuple_linking,
                 gap_threshold_ns,
@@ -285,6 +298,7 @@ impl AgentConfig {
                 }),
                 headers: Some(s.headers.iter().cloned().collect()),
                 console: Some(self.console_too),
+                queue_mib: Some((self.batch.max_queue_bytes / (1024 * 1024)) as u32),
             },
             Output::Console(_) => file::Export {
                 console: Some(true),

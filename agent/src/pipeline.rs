@@ -523,8 +523,7 @@ fn summary(stats: &ProbeStats, counters: &Counters) {
         lost = stats.lost(),
         requests = metrics::get(&counters.requests_seen),
         spans_exported = metrics::get(&counters.spans_exported),
-        spans_dropped = metrics::get(&counters.spans_dropped_queue_full)
-            + metrics::get(&counters.spans_dropped_export_failed),
+        spans_dropped = metrics::spans_dropped(counters),
         "seam stopped"
     );
 }

@@ -135,7 +135,7 @@ pub fn render(o: &Observed) -> String {
         }
     }
     for (name, value) in o.counters.snapshot() {
-        let (metric, kind) = if name == "connections_open" {
+        let (metric, kind) = if super::GAUGES.contains(&name) {
             (format!("seam_{name}"), "gauge")
         } else {
             (format!("seam_{name}_total"), "counter")
@@ -205,7 +205,7 @@ pub fn status_json(o: &Observed) -> String {
         o.traced_processes.load(Relaxed),
         requests,
         c.spans_exported.load(Relaxed),
-        c.spans_dropped_queue_full.load(Relaxed) + c.spans_dropped_export_failed.load(Relaxed),
+        super::spans_dropped(c),
         probes.lost(),
         c.connections_open.load(Relaxed),
         c.export_errors.load(Relaxed),
