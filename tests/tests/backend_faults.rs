@@ -451,43 +451,68 @@ async fn small_queue_overflow_is_counted_logged_and_bounded() {
     assert!(grown_mib < 16.0, "RSS grew {grown_mib:.1} MiB while down");
 }
 
-/// `--export-queue-mib 1` bounds the queue by bytes when the span bound is
-/// far away.
+/// `--export-queue-mib` bounds the queue by bytes when the span bound is
+/// far away: 1 MiB here; `SEAM_FAULTS_QUEUE_MIB=64` (and patience) measures
+/// the default bound's real memory cost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn byte_bound_caps_the_queue() {
     let _serial = serial().await;
     let _took = Took(Instant::now());
+    let mib: u64 = std::env::var("SEAM_FAULTS_QUEUE_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let cap = mib * 1024 * 1024;
     let mut receiver = Receiver::reserve(Kind::Grpc);
     let nginx = nginx();
-    let mut agent = agent(&receiver, &nginx, &["--export-queue-mib", "1"], &[]);
-    let mut made = 0;
+    let mut agent = agent(
+        &receiver,
+        &nginx,
+        &["--export-queue-mib", &mib.to_string()],
+        &[],
+    );
+    let pid = agent.proc.pid();
+    drive(nginx.port, "warm", 20);
+    wait_for(Duration::from_secs(5), || {
+        metric(&agent, "seam_spans_created_total") == 20
+    })
+    .await;
+    let rss_before = vm_rss_kib(pid);
+    let mut peak = rss_before;
+    let mut made = 20;
     while metric(&agent, "seam_spans_dropped_queue_full_total") == 0 {
-        assert!(made < 20_000, "1 MiB never filled:\n{}", agent.log());
+        assert!(
+            made < 20_000 * mib,
+            "{mib} MiB never filled:\n{}",
+            agent.log()
+        );
         drive(nginx.port, &format!("d{made}"), 500);
         made += 500;
         wait_for(Duration::from_secs(5), || {
             metric(&agent, "seam_spans_created_total") == made
         })
         .await;
+        peak = peak.max(vm_rss_kib(pid));
     }
     assert_eq!(metric(&agent, "seam_spans_created_total"), made);
     let queued = metric(&agent, "seam_export_queue_spans");
     let bytes = metric(&agent, "seam_export_queue_bytes");
     let dropped = metric(&agent, "seam_spans_dropped_queue_full_total");
-    assert!(bytes <= 1024 * 1024, "{bytes}");
-    assert!(
-        bytes > 1024 * 1024 - 8192,
-        "full up to the last span: {bytes}"
-    );
+    assert!(bytes <= cap, "{bytes}");
+    assert!(bytes > cap - 8192, "full up to the last span: {bytes}");
     assert_eq!(queued + dropped, made);
     receiver.listen().await;
     let spans = receiver
-        .settle(queued as usize, Duration::from_secs(15))
+        .settle(queued as usize, Duration::from_secs(15 * mib))
         .await;
     assert_eq!(spans.len() as u64, queued);
     assert_eq!(metric(&agent, "seam_spans_exported_total"), queued);
     assert!(agent.stop().success());
+    let grown = peak.saturating_sub(rss_before) * 1024;
     eprintln!(
-        "{made} spans made while down; 1 MiB held {queued} ({bytes} bytes), {dropped} dropped"
+        "{made} spans made while down; {mib} MiB held {queued} ({bytes} bytes), \
+         {dropped} dropped; RSS {rss_before} kB before, +{:.1} MiB at peak ({:.2}x the bound)",
+        grown as f64 / 1048576.0,
+        grown as f64 / cap as f64
     );
 }

@@ -39,24 +39,36 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 /// Drops are logged at most this often.
 pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// What the allocator adds to each heap block (header and rounding), as
+/// measured: without it the estimate was 1.4 times short of the agent's
+/// real growth with a full queue.
+const PER_ALLOCATION: usize = 16;
+
 /// Memory a queued span holds: the struct and its heap parts (the resource
 /// is shared by every span of a process and not counted).
 pub fn span_bytes(s: &Span) -> usize {
+    let heap = |capacity: usize| {
+        if capacity == 0 {
+            0
+        } else {
+            capacity + PER_ALLOCATION
+        }
+    };
     let attrs: usize = s
         .attributes
         .iter()
         .map(|(k, v)| {
-            k.capacity()
+            heap(k.capacity())
                 + match v {
-                    Value::Str(s) => s.capacity(),
+                    Value::Str(s) => heap(s.capacity()),
                     _ => 0,
                 }
         })
         .sum();
     std::mem::size_of::<Span>()
-        + s.name.capacity()
-        + s.trace_state.capacity()
-        + s.attributes.0.capacity() * std::mem::size_of::<(String, Value)>()
+        + heap(s.name.capacity())
+        + heap(s.trace_state.capacity())
+        + heap(s.attributes.0.capacity() * std::mem::size_of::<(String, Value)>())
         + attrs
 }
 
