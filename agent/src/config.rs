@@ -397,7 +397,18 @@ mod tests {
              routes: {patterns: ['/f/{id}']}\nmetrics: {listen: null}\ntracing: {tuple_linking: false}\nring_buffer_mib: 8\n",
         )
         .unwrap();
+        let mut with_queue = file.clone();
+        with_queue.export.as_mut().unwrap().queue_mib = Some(4);
+        let c = AgentConfig::from_sources(&args(), &no_env, Some(&with_queue)).unwrap();
+        assert_eq!(c.batch.max_queue_bytes, 4 << 20);
+        let mut a = args();
+        a.export_queue_mib = Some(2);
+        let c = AgentConfig::from_sources(&a, &no_env, Some(&with_queue)).unwrap();
+        assert_eq!(c.batch.max_queue_bytes, 2 << 20);
+        a.export_queue_mib = Some(0);
+        assert!(AgentConfig::from_sources(&a, &no_env, None).is_err());
         let c = AgentConfig::from_sources(&args(), &no_env, Some(&file)).unwrap();
+        assert_eq!(c.batch.max_queue_bytes, 64 << 20);
         assert!(matches!(c.selection, Selection::Allowlist { ref ports, .. } if ports == &[80]));
         let Output::Otlp(ref s) = c.output else {
             panic!("otlp expected")
