@@ -223,7 +223,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let policy_task = tokio::spawn(async move {
         let mut tail = tail_config.map(TailSampler::new);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let send = |spans: Vec<Span>| {
+        // The exporter takes spans as fast as they come; this only fills
+        // if it is starved of CPU. Such drops are said like the exporter's.
+        let mut drops = export::drops::DropLog::new(export::sender::DROP_LOG_EVERY);
+        let mut send = |spans: Vec<Span>| {
             if spans.is_empty() {
                 return;
             }
@@ -233,6 +236,15 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             }
             if span_tx.try_send(spans).is_err() {
                 metrics::add(&policy_counters.spans_dropped_queue_full, n);
+                let line = drops.note(
+                    export::drops::Reason::QueueFull,
+                    n,
+                    Some("the exporter is not keeping up"),
+                    Instant::now(),
+                );
+                if let Some(line) = line {
+                    tracing::warn!("{line}");
+                }
             }
         };
         let mut kept = Vec::new();
@@ -270,6 +282,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             t.flush(&mut kept);
         }
         send(kept);
+        if let Some(line) = drops.flush(Instant::now()) {
+            tracing::warn!("{line}");
+        }
     });
 
     let export_task = tokio::spawn(export::run(
