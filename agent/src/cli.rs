@@ -136,6 +136,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"], help_heading = "Export")]
     pub otlp_protocol: Option<String>,
 
+    /// Memory bound, in MiB, of the spans waiting for the OTLP backend
+    /// (queued, in flight or awaiting a retry); spans beyond it, or beyond
+    /// OTEL_BSP_MAX_QUEUE_SIZE spans, are dropped and counted. Default 64.
+    #[arg(long, value_name = "MIB", help_heading = "Export")]
+    pub export_queue_mib: Option<u32>,
+
     /// Also print spans to the console while exporting OTLP.
     #[arg(long, help_heading = "Export")]
     pub console: bool,

@@ -255,12 +255,25 @@ impl AgentConfig {
             },
         };
 
+        let queue_mib = args
+            .export_queue_mib
+            .or(export.queue_mib)
+            .unwrap_or(env::DEFAULT_QUEUE_MIB);
+        if !(1..=file::MAX_QUEUE_MIB).contains(&queue_mib) {
+            return Err(err(format!(
+                "--export-queue-mib {queue_mib}: must be between 1 and {}",
+                file::MAX_QUEUE_MIB
+            )));
+        }
+        let mut batch = env::batch_settings(get_env).map_err(err)?;
+        batch.max_queue_bytes = queue_mib as usize * 1024 * 1024;
+
         Ok(Self {
             selection,
             console_too,
             console_format: format,
             output,
-            batch: env::batch_settings(get_env).map_err(err)?,
+            batch,
             stitch: StitchConfig {
                 tuple_linking,
                 gap_threshold_ns,
@@ -300,6 +313,7 @@ impl AgentConfig {
                 }),
                 headers: Some(s.headers.iter().cloned().collect()),
                 console: Some(self.console_too),
+                queue_mib: Some((self.batch.max_queue_bytes / (1024 * 1024)) as u32),
             },
             Output::Console(_) => file::Export {
                 console: Some(true),
@@ -398,7 +412,18 @@ mod tests {
              routes: {patterns: ['/f/{id}']}\nmetrics: {listen: null}\ntracing: {tuple_linking: false}\nring_buffer_mib: 8\n",
         )
         .unwrap();
+        let mut with_queue = file.clone();
+        with_queue.export.as_mut().unwrap().queue_mib = Some(4);
+        let c = AgentConfig::from_sources(&args(), &no_env, Some(&with_queue)).unwrap();
+        assert_eq!(c.batch.max_queue_bytes, 4 << 20);
+        let mut a = args();
+        a.export_queue_mib = Some(2);
+        let c = AgentConfig::from_sources(&a, &no_env, Some(&with_queue)).unwrap();
+        assert_eq!(c.batch.max_queue_bytes, 2 << 20);
+        a.export_queue_mib = Some(0);
+        assert!(AgentConfig::from_sources(&a, &no_env, None).is_err());
         let c = AgentConfig::from_sources(&args(), &no_env, Some(&file)).unwrap();
+        assert_eq!(c.batch.max_queue_bytes, 64 << 20);
         assert!(matches!(c.selection, Selection::Allowlist { ref ports, .. } if ports == &[80]));
         let Output::Otlp(ref s) = c.output else {
             panic!("otlp expected")

@@ -254,7 +254,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let policy_task = tokio::spawn(async move {
         let mut tail = tail_config.map(TailSampler::new);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let send = |spans: Vec<Span>| {
+        // The exporter takes spans as fast as they come; this only fills
+        // if it is starved of CPU. Such drops are said like the exporter's.
+        let mut drops = export::drops::DropLog::new(export::sender::DROP_LOG_EVERY);
+        let mut send = |spans: Vec<Span>| {
             if spans.is_empty() {
                 return;
             }
@@ -264,6 +267,15 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             }
             if span_tx.try_send(spans).is_err() {
                 metrics::add(&policy_counters.spans_dropped_queue_full, n);
+                let line = drops.note(
+                    export::drops::Reason::QueueFull,
+                    n,
+                    Some("the exporter is not keeping up"),
+                    Instant::now(),
+                );
+                if let Some(line) = line {
+                    tracing::warn!("{line}");
+                }
             }
         };
         let mut kept = Vec::new();
@@ -301,6 +313,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             t.flush(&mut kept);
         }
         send(kept);
+        if let Some(line) = drops.flush(Instant::now()) {
+            tracing::warn!("{line}");
+        }
     });
 
     let export_task = tokio::spawn(export::run(
@@ -562,8 +577,7 @@ fn summary(stats: &ProbeStats, counters: &Counters) {
         lost = stats.lost(),
         requests = metrics::get(&counters.requests_seen),
         spans_exported = metrics::get(&counters.spans_exported),
-        spans_dropped = metrics::get(&counters.spans_dropped_queue_full)
-            + metrics::get(&counters.spans_dropped_export_failed),
+        spans_dropped = metrics::spans_dropped(counters),
         "seam stopped"
     );
 }

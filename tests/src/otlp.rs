@@ -1,38 +1,190 @@
 //! A real OTLP receiver, over gRPC (tonic) or HTTP/protobuf (axum), that
-//! keeps every request it is sent.
+//! keeps every request it is sent. For tests of a backend that is down or
+//! misbehaves it can stop listening (cutting the connections it has) and
+//! come back on the same port, and answer trace requests with a [`Fault`]
+//! switched at runtime.
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode},
+    routing::post,
+};
 use opentelemetry_proto::tonic::collector::{
     metrics::v1::{
         ExportMetricsServiceRequest, ExportMetricsServiceResponse,
         metrics_service_server::{MetricsService, MetricsServiceServer},
     },
     trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
         trace_service_server::{TraceService, TraceServiceServer},
     },
 };
 use prost::Message as _;
-use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::spans::{SpanView, flatten};
+
+/// How the receiver answers trace requests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Fault {
+    /// Keeps the request and answers success.
+    #[default]
+    None,
+    /// HTTP 503 (with `Retry-After` seconds when set) or gRPC UNAVAILABLE
+    /// (with a RetryInfo delay when set); the request is not kept.
+    Unavailable { retry_after: Option<Duration> },
+    /// HTTP 400 or gRPC INVALID_ARGUMENT, an error not worth retrying; the
+    /// request is not kept.
+    BadRequest,
+    /// Keeps the request and answers a partial success rejecting up to this
+    /// many of its spans.
+    Reject(u64),
+    /// Waits this long, then keeps the request and answers success (if the
+    /// client still listens).
+    Delay(Duration),
+}
+
+/// A trace request answered with a fault.
+#[derive(Clone, Debug)]
+pub struct Faulted {
+    pub at: Instant,
+    pub spans: usize,
+    pub fault: Fault,
+}
 
 #[derive(Clone, Default)]
 struct Store {
     requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
     metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
     raw: Arc<Mutex<Vec<Vec<u8>>>>,
+    fault: Arc<Mutex<Fault>>,
+    faulted: Arc<Mutex<Vec<Faulted>>>,
+    rejected: Arc<Mutex<u64>>,
+}
+
+/// What to answer a trace request.
+enum Answer {
+    Ok { rejected: u64 },
+    Unavailable(Option<Duration>),
+    BadRequest,
+}
+
+fn span_count(req: &ExportTraceServiceRequest) -> usize {
+    req.resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
 }
 
 impl Store {
+    async fn trace(&self, req: ExportTraceServiceRequest, raw: Vec<u8>) -> Answer {
+        let fault = self.fault.lock().unwrap().clone();
+        let spans = span_count(&req);
+        if fault != Fault::None {
+            self.faulted.lock().unwrap().push(Faulted {
+                at: Instant::now(),
+                spans,
+                fault: fault.clone(),
+            });
+        }
+        match fault {
+            Fault::None => {}
+            Fault::Unavailable { retry_after } => return Answer::Unavailable(retry_after),
+            Fault::BadRequest => return Answer::BadRequest,
+            Fault::Reject(n) => {
+                let rejected = n.min(spans as u64);
+                *self.rejected.lock().unwrap() += rejected;
+                self.keep(req, raw);
+                return Answer::Ok { rejected };
+            }
+            // Dropped here if the client gives up first.
+            Fault::Delay(d) => tokio::time::sleep(d).await,
+        }
+        self.keep(req, raw);
+        Answer::Ok { rejected: 0 }
+    }
+
     fn keep(&self, req: ExportTraceServiceRequest, raw: Vec<u8>) {
         self.requests.lock().unwrap().push(req);
         self.raw.lock().unwrap().push(raw);
+    }
+}
+
+fn response(rejected: u64) -> ExportTraceServiceResponse {
+    ExportTraceServiceResponse {
+        partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: rejected as i64,
+            error_message: "rejected by the test receiver".into(),
+        }),
+    }
+}
+
+// google.rpc.Status and RetryInfo, for gRPC's `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<ProtoAny>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<ProtoDuration>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+
+fn unavailable(retry_after: Option<Duration>) -> tonic::Status {
+    let msg = "test receiver unavailable";
+    match retry_after {
+        None => tonic::Status::unavailable(msg),
+        Some(d) => {
+            let details = RpcStatus {
+                code: tonic::Code::Unavailable as i32,
+                message: msg.into(),
+                details: vec![ProtoAny {
+                    type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                    value: RetryInfo {
+                        retry_delay: Some(ProtoDuration {
+                            seconds: d.as_secs() as i64,
+                            nanos: d.subsec_nanos() as i32,
+                        }),
+                    }
+                    .encode_to_vec(),
+                }],
+            };
+            tonic::Status::with_details(
+                tonic::Code::Unavailable,
+                msg,
+                details.encode_to_vec().into(),
+            )
+        }
     }
 }
 
@@ -44,8 +196,13 @@ impl TraceService for Store {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let req = request.into_inner();
         let raw = req.encode_to_vec();
-        self.keep(req, raw);
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        match self.trace(req, raw).await {
+            Answer::Ok { rejected } => Ok(tonic::Response::new(response(rejected))),
+            Answer::Unavailable(after) => Err(unavailable(after)),
+            Answer::BadRequest => Err(tonic::Status::invalid_argument(
+                "test receiver refuses this",
+            )),
+        }
     }
 }
 
@@ -76,16 +233,27 @@ async fn http_metrics(State(store): State<Store>, body: Bytes) -> (StatusCode, V
     }
 }
 
-async fn http_export(State(store): State<Store>, body: Bytes) -> (StatusCode, Vec<u8>) {
-    match ExportTraceServiceRequest::decode(body.clone()) {
-        Ok(req) => {
-            store.keep(req, body.to_vec());
-            (
-                StatusCode::OK,
-                ExportTraceServiceResponse::default().encode_to_vec(),
-            )
+async fn http_export(State(store): State<Store>, body: Bytes) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let Ok(req) = ExportTraceServiceRequest::decode(body.clone()) else {
+        return (StatusCode::BAD_REQUEST, HeaderMap::new(), Vec::new());
+    };
+    match store.trace(req, body.to_vec()).await {
+        Answer::Ok { rejected } => (
+            StatusCode::OK,
+            HeaderMap::new(),
+            response(rejected).encode_to_vec(),
+        ),
+        Answer::Unavailable(after) => {
+            let mut headers = HeaderMap::new();
+            if let Some(d) = after {
+                headers.insert(
+                    "retry-after",
+                    HeaderValue::from_str(&d.as_secs().to_string()).unwrap(),
+                );
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, headers, Vec::new())
         }
-        Err(_) => (StatusCode::BAD_REQUEST, Vec::new()),
+        Answer::BadRequest => (StatusCode::BAD_REQUEST, HeaderMap::new(), Vec::new()),
     }
 }
 
@@ -95,59 +263,89 @@ pub enum Kind {
     Http,
 }
 
-/// A running receiver; stops when dropped.
+/// A receiver; stops listening when dropped.
 pub struct Receiver {
     pub addr: SocketAddr,
     pub kind: Kind,
     store: Store,
-    _stop: oneshot::Sender<()>,
+    /// The accept loop; aborting it drops the listener and every open
+    /// connection with it.
+    server: Option<JoinHandle<()>>,
 }
 
 impl Receiver {
     pub async fn start(kind: Kind) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let store = Store::default();
-        let (stop, stopped) = oneshot::channel::<()>();
-        match kind {
-            Kind::Grpc => {
-                let svc = TraceServiceServer::new(store.clone());
-                let metrics = MetricsServiceServer::new(store.clone());
-                tokio::spawn(async move {
-                    tonic::transport::Server::builder()
-                        .add_service(svc)
-                        .add_service(metrics)
-                        .serve_with_incoming_shutdown(
-                            tonic::transport::server::TcpIncoming::from(listener),
-                            async {
-                                let _ = stopped.await;
-                            },
-                        )
-                        .await
-                        .unwrap();
-                });
-            }
-            Kind::Http => {
-                let app = Router::new()
-                    .route("/v1/traces", post(http_export))
-                    .route("/v1/metrics", post(http_metrics))
-                    .with_state(store.clone());
-                tokio::spawn(async move {
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stopped.await;
-                        })
-                        .await
-                        .unwrap();
-                });
-            }
-        }
+        let mut r = Self::reserve(kind);
+        r.addr = "127.0.0.1:0".parse().unwrap();
+        r.listen().await;
+        r
+    }
+
+    /// A receiver on a free port that does not listen yet (connections are
+    /// refused until [`Receiver::listen`]).
+    pub fn reserve(kind: Kind) -> Self {
         Self {
-            addr,
+            addr: SocketAddr::from(([127, 0, 0, 1], crate::procs::free_port())),
             kind,
-            store,
-            _stop: stop,
+            store: Store::default(),
+            server: None,
         }
+    }
+
+    /// Listens (again) on its port.
+    pub async fn listen(&mut self) {
+        assert!(self.server.is_none(), "already listening");
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.addr = listener.local_addr().unwrap();
+        let app: Router = match self.kind {
+            Kind::Grpc => tonic::service::Routes::new(TraceServiceServer::new(self.store.clone()))
+                .add_service(MetricsServiceServer::new(self.store.clone()))
+                .into_axum_router(),
+            Kind::Http => Router::new()
+                .route("/v1/traces", post(http_export))
+                .route("/v1/metrics", post(http_metrics))
+                .with_state(self.store.clone()),
+        };
+        self.server = Some(tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                connections.spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        }));
+    }
+
+    /// Stops listening and cuts every open connection: the backend is down.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+
+    /// Answers trace requests this way from now on.
+    pub fn set_fault(&self, fault: Fault) {
+        *self.store.fault.lock().unwrap() = fault;
+    }
+
+    /// Trace requests answered with a fault so far.
+    pub fn faulted(&self) -> Vec<Faulted> {
+        self.store.faulted.lock().unwrap().clone()
+    }
+
+    /// Spans reported rejected in partial successes so far.
+    pub fn rejected(&self) -> u64 {
+        *self.store.rejected.lock().unwrap()
     }
 
     /// The endpoint to give the agent.
@@ -205,5 +403,13 @@ impl Receiver {
         self.wait_until(timeout, |s| s.len() >= n).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         self.spans()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
     }
 }

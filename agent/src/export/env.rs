@@ -50,15 +50,25 @@ pub struct BatchSettings {
     /// Spans held while the backend is slow or down; beyond this they are
     /// dropped and counted.
     pub max_queue: usize,
+    /// The same bound in (estimated) bytes: whichever is reached first.
+    pub max_queue_bytes: usize,
     pub max_batch: usize,
+    /// Longest wait between two attempts of a failing batch (unless the
+    /// backend asks for longer with Retry-After / RetryInfo).
+    pub max_backoff: Duration,
 }
+
+/// Default memory bound of the export queue (`--export-queue-mib`).
+pub const DEFAULT_QUEUE_MIB: u32 = 64;
 
 impl Default for BatchSettings {
     fn default() -> Self {
         Self {
             schedule_delay: Duration::from_millis(1000),
             max_queue: 65_536,
+            max_queue_bytes: DEFAULT_QUEUE_MIB as usize * 1024 * 1024,
             max_batch: 512,
+            max_backoff: Duration::from_secs(30),
         }
     }
 }
@@ -203,7 +213,9 @@ pub fn otlp_settings(
 }
 
 /// Batch settings from `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE`
-/// and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
+/// and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, plus `SEAM_EXPORT_MAX_BACKOFF_MS`, a
+/// testing knob that shortens the retry backoff cap (default 30 s) so tests
+/// of an outage need not wait long for the agent's next attempt.
 pub fn batch_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<BatchSettings, String> {
     let mut b = BatchSettings::default();
     let num = |name: &str| -> Result<Option<u64>, String> {
@@ -222,6 +234,9 @@ pub fn batch_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<BatchSetti
     }
     if let Some(n) = num("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")? {
         b.max_batch = (n.max(1) as usize).min(b.max_queue);
+    }
+    if let Some(ms) = num("SEAM_EXPORT_MAX_BACKOFF_MS")? {
+        b.max_backoff = Duration::from_millis(ms.max(10));
     }
     Ok(b)
 }
@@ -364,9 +379,12 @@ mod tests {
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
             ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
             ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1000"),
+            ("SEAM_EXPORT_MAX_BACKOFF_MS", "750"),
         ]))
         .unwrap();
         assert_eq!(b.schedule_delay, Duration::from_millis(200));
+        assert_eq!(b.max_backoff, Duration::from_millis(750));
+        assert_eq!(batch_settings(&env(&[])).unwrap(), BatchSettings::default());
         assert_eq!((b.max_queue, b.max_batch), (100, 100));
         assert!(batch_settings(&env(&[("OTEL_BSP_MAX_QUEUE_SIZE", "lots")])).is_err());
     }

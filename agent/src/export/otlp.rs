@@ -123,6 +123,36 @@ pub fn request(spans: &[Span]) -> ExportTraceServiceRequest {
 pub struct ExportError {
     pub message: String,
     pub retryable: bool,
+    /// How long the backend asked the agent to wait before trying again
+    /// (HTTP Retry-After, gRPC RetryInfo).
+    pub retry_after: Option<Duration>,
+    /// No answer within the export timeout.
+    pub timed_out: bool,
+}
+
+impl ExportError {
+    fn retryable(message: String) -> Self {
+        Self {
+            message,
+            retryable: true,
+            retry_after: None,
+            timed_out: false,
+        }
+    }
+
+    fn permanent(message: String) -> Self {
+        Self {
+            retryable: false,
+            ..Self::retryable(message)
+        }
+    }
+
+    fn timeout(timeout: Duration) -> Self {
+        Self {
+            timed_out: true,
+            ..Self::retryable(format!("no answer within {timeout:?}"))
+        }
+    }
 }
 
 /// What the backend said about a delivered request.
@@ -232,9 +262,11 @@ impl OtlpClient {
                 let mut request = tonic::Request::new(req);
                 *request.metadata_mut() = metadata.clone();
                 request.set_timeout(self.timeout);
-                client
-                    .export(request)
+                // The channel enforces the timeout too; this one also covers
+                // connecting and makes every timeout look the same.
+                tokio::time::timeout(self.timeout, client.export(request))
                     .await
+                    .map_err(|_| ExportError::timeout(self.timeout))?
                     .map(|r| delivered(r.into_inner()))
                     .map_err(grpc_error)
             }
@@ -268,9 +300,9 @@ impl OtlpClient {
                 let mut request = tonic::Request::new(req);
                 *request.metadata_mut() = metadata.clone();
                 request.set_timeout(self.timeout);
-                metrics
-                    .export(request)
+                tokio::time::timeout(self.timeout, metrics.export(request))
                     .await
+                    .map_err(|_| ExportError::timeout(self.timeout))?
                     .map(|r| rejected(r.into_inner()))
                     .map_err(grpc_error)
             }
@@ -297,9 +329,15 @@ impl OtlpClient {
 }
 
 fn grpc_error(status: tonic::Status) -> ExportError {
+    let code = status.code();
+    // tonic reports its own deadline as CANCELLED "Timeout expired".
+    let timed_out = code == tonic::Code::DeadlineExceeded
+        || (code == tonic::Code::Cancelled && status.message().contains("Timeout expired"));
     ExportError {
+        // The retryable codes of the OTLP specification, plus UNKNOWN:
+        // tonic reports a connection cut mid-request that way.
         retryable: matches!(
-            status.code(),
+            code,
             tonic::Code::Unavailable
                 | tonic::Code::ResourceExhausted
                 | tonic::Code::DeadlineExceeded
@@ -309,7 +347,9 @@ fn grpc_error(status: tonic::Status) -> ExportError {
                 | tonic::Code::DataLoss
                 | tonic::Code::Unknown
         ),
-        message: format!("gRPC {:?}: {}", status.code(), status.message()),
+        message: format!("gRPC {code:?}: {}", status.message()),
+        retry_after: super::retry_hint::grpc_retry_delay(status.details()),
+        timed_out,
     }
 }
 
@@ -328,38 +368,40 @@ async fn post(
     }
     let request = builder
         .body(Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| ExportError {
-            message: e.to_string(),
-            retryable: false,
-        })?;
-    let response = tokio::time::timeout(timeout, client.request(request))
+        .map_err(|e| ExportError::permanent(e.to_string()))?;
+    // One deadline for the whole exchange, head and body.
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| ExportError::retryable(format!("HTTP request failed: {e:#}")))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::retry_hint::http_retry_after);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ExportError::retryable(format!("reading response: {e}")))?
+            .to_bytes();
+        Ok::<_, ExportError>((status, retry_after, body))
+    };
+    let (status, retry_after, body) = tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| ExportError {
-            message: format!("no answer within {timeout:?}"),
-            retryable: true,
-        })?
-        .map_err(|e| ExportError {
-            message: format!("HTTP request failed: {e}"),
-            retryable: true,
-        })?;
-    let status = response.status();
-    let body = tokio::time::timeout(timeout, response.into_body().collect())
-        .await
-        .map_err(|_| ExportError {
-            message: "response body timed out".into(),
-            retryable: true,
-        })?
-        .map_err(|e| ExportError {
-            message: format!("reading response: {e}"),
-            retryable: true,
-        })?
-        .to_bytes();
+        .map_err(|_| ExportError::timeout(timeout))??;
     if status.is_success() {
         Ok(body)
     } else {
+        // The retryable statuses of the OTLP specification; any other 4xx
+        // or 5xx would fail the same way again.
+        let retryable = matches!(status.as_u16(), 429 | 502 | 503 | 504);
         Err(ExportError {
-            retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
-            message: format!("HTTP {status}"),
+            retryable,
+            retry_after: if retryable { retry_after } else { None },
+            ..ExportError::permanent(format!("HTTP {status}"))
         })
     }
 }

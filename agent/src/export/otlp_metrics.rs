@@ -157,7 +157,7 @@ pub fn request(
         ),
     ];
     for (name, value) in counters.snapshot() {
-        if name == "connections_open" {
+        if crate::metrics::GAUGES.contains(&name) {
             continue;
         }
         own.push(sum(

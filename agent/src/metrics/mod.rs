@@ -53,12 +53,35 @@ counters! {
     spans_unsampled,
     /// Spans dropped because the export queue was full.
     spans_dropped_queue_full,
-    /// Spans dropped after export failed.
+    /// Spans dropped after export failed: the backend refused the batch for
+    /// good (HTTP 4xx, a permanent gRPC status), retries ran out, or the
+    /// agent stopped before delivering them.
     spans_dropped_export_failed,
+    /// Spans the backend accepted the request of but rejected (OTLP partial
+    /// success `rejected_spans`); not retried.
+    spans_rejected,
     /// Spans delivered to the backend (or printed).
     spans_exported,
     /// Export requests that failed (each may be retried).
     export_errors,
+    /// Export requests that got no answer within the export timeout.
+    export_timeouts,
+    /// Spans waiting to be exported now (queued, in flight or awaiting a retry).
+    export_queue_spans,
+    /// Estimated memory held by the spans waiting to be exported, in bytes.
+    export_queue_bytes,
+}
+
+/// Counters that are levels, not totals.
+pub const GAUGES: &[&str] = &[
+    "connections_open",
+    "export_queue_spans",
+    "export_queue_bytes",
+];
+
+/// Spans lost after they were made, for every reason the exporter has.
+pub fn spans_dropped(c: &Counters) -> u64 {
+    get(&c.spans_dropped_queue_full) + get(&c.spans_dropped_export_failed) + get(&c.spans_rejected)
 }
 
 /// Adds `n` to a counter.

@@ -135,7 +135,7 @@ pub fn render(o: &Observed) -> String {
         }
     }
     for (name, value) in o.counters.snapshot() {
-        let (metric, kind) = if name == "connections_open" {
+        let (metric, kind) = if super::GAUGES.contains(&name) {
             (format!("seam_{name}"), "gauge")
         } else {
             (format!("seam_{name}_total"), "counter")
@@ -215,8 +215,7 @@ impl StatusFigures {
             traced_processes: o.traced_processes.load(Relaxed),
             requests,
             spans_exported: c.spans_exported.load(Relaxed),
-            spans_dropped: c.spans_dropped_queue_full.load(Relaxed)
-                + c.spans_dropped_export_failed.load(Relaxed),
+            spans_dropped: super::spans_dropped(c),
             events_lost: probes.lost(),
             connections: c.connections_open.load(Relaxed),
             export_errors: c.export_errors.load(Relaxed),

@@ -18,6 +18,7 @@
 //!   protocol: grpc            # or http/protobuf
 //!   headers: {x-api-key: s3cr3t}
 //!   console: false
+//!   queue_mib: 64             # memory bound of spans waiting for the backend
 //! sampling:
 //!   head: {sampler: parentbased_traceidratio, arg: 0.25}
 //!   tail:
@@ -54,6 +55,8 @@ use crate::policy::sampler::HeadSampler;
 use crate::policy::tail::TailConfig;
 
 pub const DEFAULT_RING_BUFFER_MIB: u32 = 16;
+/// Largest export queue bound accepted, in MiB.
+pub const MAX_QUEUE_MIB: u32 = 65_536;
 const MASK: &str = "***";
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -122,6 +125,13 @@ pub struct Export {
     /// Also print spans to standard output.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub console: Option<bool>,
+    /// Memory bound of the spans waiting for the backend, in MiB (1–65536).
+    #[serde(
+        default,
+        deserialize_with = "queue_mib",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub queue_mib: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -291,6 +301,16 @@ fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> 
     Ok(v)
 }
 
+fn queue_mib<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v = Option::<u32>::deserialize(d)?;
+    match v {
+        Some(n) if !(1..=MAX_QUEUE_MIB).contains(&n) => Err(D::Error::custom(format!(
+            "expected MiB between 1 and {MAX_QUEUE_MIB}, got {n}"
+        ))),
+        _ => Ok(v),
+    }
+}
+
 fn ring_buffer_mib<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let v = Option::<u32>::deserialize(d)?;
     match v {
@@ -453,6 +473,10 @@ impl FileConfig {
                 endpoint: exp.endpoint,
                 headers: Some(exp.headers.unwrap_or_default()),
                 console: Some(exp.console.unwrap_or(false)),
+                queue_mib: Some(
+                    exp.queue_mib
+                        .unwrap_or(crate::export::env::DEFAULT_QUEUE_MIB),
+                ),
             }),
             sampling: Some(Sampling {
                 head: Some(HeadSampling {
@@ -703,6 +727,7 @@ export:
     x-api-key: s3cr3t
     x-tenant: acme
   console: true
+  queue_mib: 8
 sampling:
   head:
     sampler: parentbased_traceidratio
@@ -747,6 +772,7 @@ ring_buffer_mib: 64
         assert_eq!(exp.protocol, Some(Protocol::HttpProtobuf));
         assert_eq!(exp.headers.as_ref().unwrap()["x-tenant"], "acme");
         assert_eq!(exp.console, Some(true));
+        assert_eq!(exp.queue_mib, Some(8));
         assert_eq!(
             c.metrics.as_ref().unwrap().listen,
             Some(Some("127.0.0.1:9464".to_string()))
@@ -808,7 +834,7 @@ ring_buffer_mib: 64
             ),
             (
                 "export:\n  protcol: grpc\n",
-                "export.protcol: unknown field, expected one of endpoint, protocol, headers, console",
+                "export.protcol: unknown field, expected one of endpoint, protocol, headers, console, queue_mib",
             ),
             (
                 "bogus: 1\n",
@@ -835,6 +861,10 @@ ring_buffer_mib: 64
                 "selection.pids[0]: invalid type",
             ),
             ("export: {console: maybe}\n", "export.console: invalid type"),
+            (
+                "export: {queue_mib: 0}\n",
+                "export.queue_mib: expected MiB between 1 and 65536, got 0",
+            ),
             (
                 "export: {headers: {a: [1]}}\n",
                 "export.headers.a: invalid type",
