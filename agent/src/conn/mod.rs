@@ -344,7 +344,19 @@ impl ConnTracker {
         if ev.tls && !conn.tls {
             // The TLS probes see this connection's plaintext: whatever the
             // socket showed so far was ciphertext, so start over from here.
+            // What the old parser still waits for is abandoned, and the new
+            // one numbers its requests after the old one's.
             conn.tls = true;
+            if let Proto::Parsed(parser) = &mut conn.proto {
+                self.scratch.clear();
+                parser.close(&mut self.scratch);
+                rebase(&mut self.scratch, conn.seq_base, &mut conn.next_seq);
+                if let Some(meta) = conn.meta.clone() {
+                    Self::forward(&self.counters, &meta, 0, None, &mut self.scratch, out);
+                }
+                conn.seq_base = conn.next_seq;
+                conn.reported_errors = (0, 0);
+            }
             conn.proto = Proto::Undecided;
             conn.meta = None;
         } else if !ev.tls && conn.tls {

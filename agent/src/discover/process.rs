@@ -301,17 +301,18 @@ pub fn derive_service_name(exe_name: &str, cmdline: &[String]) -> String {
             .to_string();
     }
     let prog = cmdline.first().map(|s| base(s)).unwrap_or(exe_name);
+    // A zombie or a kernel thread has an empty command line.
+    let args = cmdline.get(1..).unwrap_or(&[]);
     let name = if is_python(prog) || is_python(exe_name) {
-        python_app(&cmdline[1.min(cmdline.len())..])
+        python_app(args)
     } else if PY_LAUNCHERS.contains(&prog) {
-        launcher_app(prog, &cmdline[1..])
+        launcher_app(prog, args)
     } else if prog == "node" || exe_name == "node" {
-        cmdline[1..]
-            .iter()
+        args.iter()
             .find(|a| !a.starts_with('-'))
             .map(|s| strip_ext(base(s), &[".js", ".mjs", ".cjs", ".ts"]).to_string())
     } else if prog == "java" || exe_name == "java" {
-        java_app(&cmdline[1..])
+        java_app(args)
     } else {
         None
     };
@@ -432,6 +433,15 @@ mod tests {
     fn derive(exe: &str, cmd: &str) -> String {
         let args: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
         derive_service_name(exe, &args)
+    }
+
+    /// Zombies and kernel threads have no command line; the fuzzer found
+    /// the agent indexing past it.
+    #[test]
+    fn empty_command_line_gives_the_executable_name() {
+        for exe in ["node", "java", "gunicorn", "python3.11", "nginx"] {
+            assert_eq!(derive_service_name(exe, &[]), exe);
+        }
     }
 
     #[test]
