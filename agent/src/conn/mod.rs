@@ -346,12 +346,13 @@ impl ConnTracker {
             // socket showed so far was ciphertext, so start over from here.
             // What the old parser still waits for is abandoned, and the new
             // one numbers its requests after the old one's.
+            let meta = conn_meta(&mut self.procs, &self.exec_comms, ev.sock, conn);
             conn.tls = true;
             if let Proto::Parsed(parser) = &mut conn.proto {
                 self.scratch.clear();
                 parser.close(&mut self.scratch);
                 rebase(&mut self.scratch, conn.seq_base, &mut conn.next_seq);
-                if let Some(meta) = conn.meta.clone() {
+                if let Some(meta) = meta {
                     Self::forward(&self.counters, &meta, 0, None, &mut self.scratch, out);
                 }
                 conn.seq_base = conn.next_seq;
@@ -369,6 +370,7 @@ impl ConnTracker {
             // Records of this socket were lost since its previous transfer.
             conn.lost = ev.lost;
             metrics::inc(&self.counters.loss_resyncs);
+            let meta = conn_meta(&mut self.procs, &self.exec_comms, ev.sock, conn);
             let replace = match &mut conn.proto {
                 Proto::Parsed(parser) => !parser.lost(&mut self.scratch),
                 _ => false,
@@ -379,7 +381,7 @@ impl ConnTracker {
                 conn.reported_errors = (0, 0);
                 conn.seq_base = conn.next_seq;
             }
-            if let Some(meta) = conn.meta.clone() {
+            if let Some(meta) = meta {
                 Self::forward(&self.counters, &meta, 0, None, &mut self.scratch, out);
             }
             self.scratch.clear();
@@ -412,27 +414,9 @@ impl ConnTracker {
             errors.orphan_responses - o0,
         );
         conn.reported_errors = (errors.desyncs, errors.orphan_responses);
-        let Some(requests_dir) = parser.requests_direction() else {
+        let Some(meta) = conn_meta(&mut self.procs, &self.exec_comms, ev.sock, conn) else {
             return;
         };
-        if conn.meta.is_none() {
-            let role = if requests_dir == Direction::Ingress {
-                Role::Server
-            } else {
-                Role::Client
-            };
-            conn.meta = Some(Arc::new(ConnMeta {
-                sock: ev.sock,
-                pid: conn.pid,
-                process: self
-                    .procs
-                    .get(conn.pid, self.exec_comms.get(&conn.pid).map(String::as_str)),
-                role,
-                endpoints: conn.endpoints,
-                tls: conn.tls,
-            }));
-        }
-        let meta = conn.meta.clone().expect("set above");
         rebase(&mut self.scratch, conn.seq_base, &mut conn.next_seq);
         let kernel = ev.kernel_ctx.map(|c| (ev.timing, c));
         Self::forward(
@@ -531,11 +515,12 @@ impl ConnTracker {
             return;
         };
         self.scratch.clear();
+        let meta = conn_meta(&mut self.procs, &self.exec_comms, close.sock, conn);
         if let Proto::Parsed(parser) = &mut conn.proto {
             parser.close(&mut self.scratch);
         }
         rebase(&mut self.scratch, conn.seq_base, &mut conn.next_seq);
-        if let Some(meta) = conn.meta.clone() {
+        if let Some(meta) = meta {
             Self::forward(&self.counters, &meta, 0, None, &mut self.scratch, out);
         }
         if close.closed {
@@ -562,16 +547,47 @@ impl ConnTracker {
         for sock in idle {
             if let Some(mut conn) = self.conns.remove(&sock) {
                 self.scratch.clear();
+                let meta = conn_meta(&mut self.procs, &self.exec_comms, sock, &mut conn);
                 if let Proto::Parsed(parser) = &mut conn.proto {
                     parser.close(&mut self.scratch);
                 }
                 rebase(&mut self.scratch, conn.seq_base, &mut conn.next_seq);
-                if let Some(meta) = conn.meta {
+                if let Some(meta) = meta {
                     Self::forward(&self.counters, &meta, 0, None, &mut self.scratch, out);
                 }
             }
         }
     }
+}
+
+/// The connection's shared metadata, made once its parser knows which side
+/// sends requests, and made again after the owner or the process metadata
+/// changed (so that outcomes of requests already started are never lost).
+fn conn_meta(
+    procs: &mut ProcessTable,
+    exec_comms: &HashMap<u32, String>,
+    sock: u64,
+    conn: &mut Conn,
+) -> Option<Arc<ConnMeta>> {
+    if conn.meta.is_none() {
+        let Proto::Parsed(parser) = &conn.proto else {
+            return None;
+        };
+        let role = if parser.requests_direction()? == Direction::Ingress {
+            Role::Server
+        } else {
+            Role::Client
+        };
+        conn.meta = Some(Arc::new(ConnMeta {
+            sock,
+            pid: conn.pid,
+            process: procs.get(conn.pid, exec_comms.get(&conn.pid).map(String::as_str)),
+            role,
+            endpoints: conn.endpoints,
+            tls: conn.tls,
+        }));
+    }
+    conn.meta.clone()
 }
 
 /// Shifts a parser's request numbers by `base` and notes the next free one.
