@@ -229,7 +229,15 @@ async fn untraced_short_lived_processes_leave_nothing_behind() {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("{name} on /metrics:\n{text}"))
     };
-    let events = |agent: &Agent| metric(agent, "seam_probe_events_total{probe=\"process\"}");
+    // Per-probe counters appear once the agent first reads them from the
+    // kernel; until then none have been counted.
+    let events = |agent: &Agent| {
+        let (_, text) = agent.get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix("seam_probe_events_total{probe=\"process\"} "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     const EXECS: u64 = 300;
     let seen_before = events(&agent);
     let status = Command::new("sh")
