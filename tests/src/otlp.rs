@@ -37,9 +37,13 @@ pub enum Fault {
     /// Keeps the request and answers success.
     #[default]
     None,
-    /// HTTP 503 (with `Retry-After` seconds when set) or gRPC UNAVAILABLE
-    /// (with a RetryInfo delay when set); the request is not kept.
-    Unavailable { retry_after: Option<Duration> },
+    /// HTTP 503 (with `Retry-After` seconds when set, or the HTTP-date that
+    /// far ahead when `as_date`) or gRPC UNAVAILABLE (with a RetryInfo delay
+    /// when set); the request is not kept.
+    Unavailable {
+        retry_after: Option<Duration>,
+        as_date: bool,
+    },
     /// HTTP 400 or gRPC INVALID_ARGUMENT, an error not worth retrying; the
     /// request is not kept.
     BadRequest,
@@ -72,7 +76,7 @@ struct Store {
 /// What to answer a trace request.
 enum Answer {
     Ok { rejected: u64 },
-    Unavailable(Option<Duration>),
+    Unavailable(Option<Duration>, bool),
     BadRequest,
 }
 
@@ -97,7 +101,10 @@ impl Store {
         }
         match fault {
             Fault::None => {}
-            Fault::Unavailable { retry_after } => return Answer::Unavailable(retry_after),
+            Fault::Unavailable {
+                retry_after,
+                as_date,
+            } => return Answer::Unavailable(retry_after, as_date),
             Fault::BadRequest => return Answer::BadRequest,
             Fault::Reject(n) => {
                 let rejected = n.min(spans as u64);
@@ -198,7 +205,7 @@ impl TraceService for Store {
         let raw = req.encode_to_vec();
         match self.trace(req, raw).await {
             Answer::Ok { rejected } => Ok(tonic::Response::new(response(rejected))),
-            Answer::Unavailable(after) => Err(unavailable(after)),
+            Answer::Unavailable(after, _) => Err(unavailable(after)),
             Answer::BadRequest => Err(tonic::Status::invalid_argument(
                 "test receiver refuses this",
             )),
@@ -243,13 +250,15 @@ async fn http_export(State(store): State<Store>, body: Bytes) -> (StatusCode, He
             HeaderMap::new(),
             response(rejected).encode_to_vec(),
         ),
-        Answer::Unavailable(after) => {
+        Answer::Unavailable(after, as_date) => {
             let mut headers = HeaderMap::new();
             if let Some(d) = after {
-                headers.insert(
-                    "retry-after",
-                    HeaderValue::from_str(&d.as_secs().to_string()).unwrap(),
-                );
+                let value = if as_date {
+                    httpdate::fmt_http_date(std::time::SystemTime::now() + d)
+                } else {
+                    d.as_secs().to_string()
+                };
+                headers.insert("retry-after", HeaderValue::from_str(&value).unwrap());
             }
             (StatusCode::SERVICE_UNAVAILABLE, headers, Vec::new())
         }

@@ -269,16 +269,25 @@ async fn http_backend_down_slow_and_back() {
     outages_and_slowness(Kind::Http).await;
 }
 
-/// UNAVAILABLE / 503 with a retry delay: the same batch again no sooner than
-/// asked (the backoff cap is 0.5 s here), then delivered. A permanent error
+/// UNAVAILABLE / 503 with a retry delay (over HTTP as an HTTP-date 2 s
+/// ahead, so more than 1 s once rounded to its second): the same batch
+/// again no sooner than asked (the backoff cap is 0.5 s here), then
+/// delivered. A permanent error
 /// (INVALID_ARGUMENT / 400): dropped without a retry. A partial success:
 /// the rejected spans counted, nothing retried. Export goes on after each.
 async fn error_answers(kind: Kind) {
     let _serial = serial().await;
     let _took = Took(Instant::now());
     let receiver = Receiver::start(kind).await;
-    receiver.set_fault(Fault::Unavailable {
-        retry_after: Some(Duration::from_secs(1)),
+    receiver.set_fault(match kind {
+        Kind::Grpc => Fault::Unavailable {
+            retry_after: Some(Duration::from_secs(1)),
+            as_date: false,
+        },
+        Kind::Http => Fault::Unavailable {
+            retry_after: Some(Duration::from_secs(2)),
+            as_date: true,
+        },
     });
     let nginx = nginx();
     let mut agent = agent(&receiver, &nginx, &[], &[]);

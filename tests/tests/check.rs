@@ -1,8 +1,9 @@
 //! `seam check` against this machine, checked independently by the test;
 //! the agent turning features off (`--disable-feature`) and still tracing;
 //! start-up refused for real missing conditions (no capabilities, no
-//! tracefs) with one clear line and nothing loaded; the live status line
-//! only on a terminal.
+//! tracefs, no BTF, no /proc, an old kernel) with one clear line and
+//! nothing loaded; the lockdown mode read when securityfs is there; the
+//! live status line only on a terminal.
 use std::{
     collections::BTreeSet,
     fs,
@@ -306,6 +307,140 @@ async fn without_tracefs_start_fails_naming_the_mount_command() {
     assert!(!mounts_of("tracefs").is_empty(), "the host lost tracefs");
     let new: Vec<u64> = bpf_programs().difference(&before).copied().collect();
     assert!(new.is_empty(), "programs loaded: {new:?}");
+}
+
+/// Runs the agent as `sh -c script` does (`"$0"` is the agent) in a private
+/// mount namespace; its exit code and the one line it must print.
+fn start_in_mount_namespace(script: &str, setup_note: &str) -> (i32, String) {
+    let (code, out, err) = run(Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .arg(seam_bin()));
+    assert_eq!(out.trim(), "ready", "{setup_note}: {err}");
+    let err_lines = lines(&err);
+    assert_eq!(err_lines.len(), 1, "{err}");
+    (code, err_lines[0].to_string())
+}
+
+fn assert_refused(code: i32, line: &str, needles: &[&str], before: &BTreeSet<u64>) {
+    assert_eq!(code, 1, "{line}");
+    assert!(
+        line.contains("ERROR") && line.contains("cannot start"),
+        "{line}"
+    );
+    for needle in needles {
+        assert!(line.contains(needle), "{needle:?} not in {line}");
+    }
+    let new: Vec<u64> = bpf_programs().difference(before).copied().collect();
+    assert!(new.is_empty(), "programs loaded: {new:?}");
+}
+
+/// Without kernel BTF (an empty directory over /sys/kernel/btf) the agent
+/// names BTF and the kernel option that provides it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_btf_start_fails_naming_the_kernel_option() {
+    let _serial = serial().await;
+    let before = bpf_programs();
+    let script = r#"
+        mount -t tmpfs none /sys/kernel/btf || exit 90
+        test -e /sys/kernel/btf/vmlinux || echo ready
+        exec "$0" --metrics-listen none
+    "#;
+    let (code, line) = start_in_mount_namespace(script, "BTF still visible");
+    assert_refused(
+        code,
+        &line,
+        &[
+            "BTF missing",
+            "no /sys/kernel/btf/vmlinux",
+            "CONFIG_DEBUG_INFO_BTF=y",
+        ],
+        &before,
+    );
+    assert!(
+        Path::new("/sys/kernel/btf/vmlinux").exists(),
+        "the host lost BTF"
+    );
+}
+
+/// Without a readable /proc (an empty tmpfs over it) the agent names /proc
+/// and how to mount it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_proc_start_fails_naming_proc() {
+    let _serial = serial().await;
+    let before = bpf_programs();
+    let script = r#"
+        mount -t tmpfs none /proc || exit 90
+        test -e /proc/self || echo ready
+        exec "$0" --metrics-listen none
+    "#;
+    let (code, line) = start_in_mount_namespace(script, "/proc still mounted");
+    assert_refused(
+        code,
+        &line,
+        &[
+            "/proc missing",
+            "/proc/self/mountinfo",
+            "mount -t proc proc /proc",
+        ],
+        &before,
+    );
+    // The only cause named: tracefs cannot be looked for without /proc.
+    assert!(!line.contains("tracefs"), "{line}");
+}
+
+/// On a kernel older than 6.3 (here: the 2.6 release string the UNAME26
+/// personality reports, `setarch --uname-2.6`) the agent names the kernel
+/// it found and the one it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_old_kernel_start_fails_naming_the_version() {
+    let _serial = serial().await;
+    let before = bpf_programs();
+    let (_, release, _) =
+        run(Command::new("setarch").args([std::env::consts::ARCH, "--uname-2.6", "uname", "-r"]));
+    assert!(release.starts_with("2.6."), "{release}");
+    let (code, out, err) = run(Command::new("setarch")
+        .args([std::env::consts::ARCH, "--uname-2.6"])
+        .arg(seam_bin())
+        .args(["--metrics-listen", "none"]));
+    let err_lines = lines(&err);
+    assert_eq!(err_lines.len(), 1, "{out}{err}");
+    assert_refused(
+        code,
+        err_lines[0],
+        &[
+            "kernel >= 6.3 missing",
+            release.trim(),
+            "boot Linux 6.3 or later",
+        ],
+        &before,
+    );
+}
+
+/// With securityfs mounted the lockdown row shows the machine's real mode
+/// (integrity here, which seam can run under).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_the_lockdown_mode_when_securityfs_is_mounted() {
+    let script = r#"
+        grep -q ' - securityfs ' /proc/self/mountinfo \
+            || mount -t securityfs securityfs /sys/kernel/security || exit 90
+        cat /sys/kernel/security/lockdown >&2
+        exec "$0" check --json
+    "#;
+    let (code, out, err) = run(Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .arg(seam_bin()));
+    assert_eq!(code, 0, "{out}{err}");
+    let mode = err
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('[')?.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("no lockdown mode in {err:?}"))
+        .to_string();
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status(&report, "lockdown"), "found", "{report}");
+    assert_eq!(
+        detail(&report, "lockdown"),
+        format!("{mode} (/sys/kernel/security/lockdown)")
+    );
 }
 
 /// An agent child whose stderr is captured (pty or pipe) by a reader thread.

@@ -5,10 +5,20 @@ use std::time::Duration;
 
 use prost::Message;
 
-/// `Retry-After: <seconds>`. The HTTP-date form is not used by OTLP
-/// receivers in practice and is ignored (exponential backoff applies).
+/// `Retry-After: <seconds>` or `Retry-After: <HTTP-date>` (RFC 9110 10.2.3),
+/// the date taken against the agent's clock; a date already past means
+/// "now". Anything else is ignored (exponential backoff applies).
 pub fn http_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    http_retry_after_at(value, std::time::SystemTime::now())
+}
+
+fn http_retry_after_at(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 // The few messages of google/rpc/status.proto and error_details.proto
@@ -87,10 +97,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_after_seconds_only() {
+    fn retry_after_seconds_or_http_date() {
         assert_eq!(http_retry_after(" 3 "), Some(Duration::from_secs(3)));
-        assert_eq!(http_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(http_retry_after("-1"), None);
+        assert_eq!(http_retry_after("soon"), None);
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        // The three date formats RFC 9110 makes a recipient accept.
+        for later in [
+            "Wed, 21 Oct 2015 07:28:07 GMT",
+            "Wednesday, 21-Oct-15 07:28:07 GMT",
+            "Wed Oct 21 07:28:07 2015",
+        ] {
+            assert_eq!(
+                http_retry_after_at(later, now),
+                Some(Duration::from_secs(7)),
+                "{later}"
+            );
+        }
+        assert_eq!(
+            http_retry_after_at("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            http_retry_after_at("Wed, 32 Oct 2015 07:28:00 GMT", now),
+            None
+        );
     }
 
     #[test]
