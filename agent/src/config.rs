@@ -178,6 +178,9 @@ impl AgentConfig {
                         file::Protocol::HttpProtobuf => "http/protobuf".to_string(),
                     }),
                     "OTEL_EXPORTER_OTLP_HEADERS" => file_headers.clone(),
+                    "OTEL_EXPORTER_OTLP_CERTIFICATE" => export.certificate.clone(),
+                    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE" => export.client_certificate.clone(),
+                    "OTEL_EXPORTER_OTLP_CLIENT_KEY" => export.client_key.clone(),
                     _ => None,
                 })
         };
@@ -191,7 +194,11 @@ impl AgentConfig {
         let output = match env::otlp_settings(&lookup, args.otlp_endpoint.as_deref(), protocol)
             .map_err(err)?
         {
-            Some(settings) => Output::Otlp(settings),
+            Some(settings) => {
+                crate::export::tls::check(&settings.tls, &[&settings.url, &settings.metrics_url])
+                    .map_err(err)?;
+                Output::Otlp(settings)
+            }
             None => Output::Console(format),
         };
         let console_too =
@@ -313,6 +320,9 @@ impl AgentConfig {
                 }),
                 headers: Some(s.headers.iter().cloned().collect()),
                 console: Some(self.console_too),
+                certificate: s.tls.ca.as_ref().map(|f| f.path.clone()),
+                client_certificate: s.tls.client_certificate.as_ref().map(|f| f.path.clone()),
+                client_key: s.tls.client_key.as_ref().map(|f| f.path.clone()),
                 queue_mib: Some((self.batch.max_queue_bytes / (1024 * 1024)) as u32),
             },
             Output::Console(_) => file::Export {

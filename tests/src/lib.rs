@@ -10,6 +10,7 @@ pub mod k8s;
 pub mod netns;
 pub mod otlp;
 pub mod phoenix;
+pub mod pki;
 pub mod procs;
 pub mod servers;
 pub mod slowfs;

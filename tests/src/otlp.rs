@@ -280,6 +280,20 @@ pub struct Receiver {
     /// The accept loop; aborting it drops the listener and every open
     /// connection with it.
     server: Option<JoinHandle<()>>,
+    /// Serves TLS only, with this configuration, when set.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handshakes: Arc<Handshakes>,
+}
+
+/// TLS handshakes the receiver completed or saw fail.
+#[derive(Default)]
+pub struct Handshakes {
+    pub completed: std::sync::atomic::AtomicU64,
+    /// ... of which the client presented a certificate.
+    pub with_client_certificate: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+    /// The last failure, as the server's TLS library words it.
+    pub last_error: Mutex<String>,
 }
 
 impl Receiver {
@@ -290,6 +304,20 @@ impl Receiver {
         r
     }
 
+    /// A receiver serving only TLS with `config` (`https://` endpoint).
+    pub async fn start_tls(kind: Kind, config: Arc<rustls::ServerConfig>) -> Self {
+        let mut r = Self::reserve(kind);
+        r.addr = "127.0.0.1:0".parse().unwrap();
+        r.tls = Some(config);
+        r.listen().await;
+        r
+    }
+
+    /// Its TLS handshake counts.
+    pub fn handshakes(&self) -> &Handshakes {
+        &self.handshakes
+    }
+
     /// A receiver on a free port that does not listen yet (connections are
     /// refused until [`Receiver::listen`]).
     pub fn reserve(kind: Kind) -> Self {
@@ -298,6 +326,8 @@ impl Receiver {
             kind,
             store: Store::default(),
             server: None,
+            tls: None,
+            handshakes: Arc::default(),
         }
     }
 
@@ -315,6 +345,8 @@ impl Receiver {
                 .route("/v1/metrics", post(http_metrics))
                 .with_state(self.store.clone()),
         };
+        let tls = self.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let handshakes = self.handshakes.clone();
         self.server = Some(tokio::spawn(async move {
             let mut connections = JoinSet::new();
             loop {
@@ -322,12 +354,32 @@ impl Receiver {
                     continue;
                 };
                 let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let tls = tls.clone();
+                let handshakes = handshakes.clone();
                 connections.spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(
+                    let serve = hyper_util::server::conn::auto::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+                    );
+                    let Some(tls) = tls else {
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = serve.serve_connection(io, service).await;
+                        return;
+                    };
+                    use std::sync::atomic::Ordering::Relaxed;
+                    match tls.accept(stream).await {
+                        Ok(stream) => {
+                            handshakes.completed.fetch_add(1, Relaxed);
+                            if stream.get_ref().1.peer_certificates().is_some() {
+                                handshakes.with_client_certificate.fetch_add(1, Relaxed);
+                            }
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = serve.serve_connection(io, service).await;
+                        }
+                        Err(e) => {
+                            handshakes.failed.fetch_add(1, Relaxed);
+                            *handshakes.last_error.lock().unwrap() = e.to_string();
+                        }
+                    }
                 });
                 while connections.try_join_next().is_some() {}
             }
@@ -359,7 +411,8 @@ impl Receiver {
 
     /// The endpoint to give the agent.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// `grpc` or `http/protobuf`.

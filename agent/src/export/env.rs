@@ -39,8 +39,8 @@ pub struct OtlpSettings {
     pub protocol: Protocol,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
-    /// PEM file of the CA that signed the collector's certificate.
-    pub certificate: Option<String>,
+    /// CA and client certificate files for `https://` endpoints.
+    pub tls: super::tls::TlsFiles,
 }
 
 /// Batching of spans before export (the `OTEL_BSP_*` variables).
@@ -78,10 +78,6 @@ fn var(get: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
     get(name)
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
-}
-
-fn signal_var(get: &dyn Fn(&str) -> Option<String>, suffix: &str) -> Option<String> {
-    signal_var_named(get, suffix).map(|(_, v)| v)
 }
 
 /// The traces-specific variable, else the general one, with the name of the
@@ -208,8 +204,28 @@ pub fn otlp_settings(
         protocol,
         headers,
         timeout,
-        certificate: signal_var(get, "CERTIFICATE"),
+        tls: tls_files(get),
     }))
+}
+
+/// The TLS file variables; each named as set, with the config-file key
+/// that can stand for the general variable.
+fn tls_files(get: &dyn Fn(&str) -> Option<String>) -> super::tls::TlsFiles {
+    let file = |suffix: &str, key: &str| {
+        signal_var_named(get, suffix).map(|(name, path)| super::tls::NamedPath {
+            setting: if name.contains("_TRACES_") {
+                name
+            } else {
+                format!("{name} (or export.{key})")
+            },
+            path,
+        })
+    };
+    super::tls::TlsFiles {
+        ca: file("CERTIFICATE", "certificate"),
+        client_certificate: file("CLIENT_CERTIFICATE", "client_certificate"),
+        client_key: file("CLIENT_KEY", "client_key"),
+    }
 }
 
 /// Batch settings from `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE`
@@ -329,6 +345,34 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(s.url, "http://flag:4317/v1/traces");
+    }
+
+    #[test]
+    fn tls_files_are_named_as_set() {
+        let s = otlp_settings(
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/general/ca.pem"),
+                ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/traces/ca.pem"),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem"),
+                ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", " "),
+            ]),
+            None,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        let ca = s.tls.ca.unwrap();
+        assert_eq!(
+            (ca.setting.as_str(), ca.path.as_str()),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/traces/ca.pem")
+        );
+        let key = s.tls.client_key.unwrap();
+        assert_eq!(
+            key.setting,
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY (or export.client_key)"
+        );
+        assert_eq!(s.tls.client_certificate, None, "blank is unset");
     }
 
     #[test]

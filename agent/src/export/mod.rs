@@ -11,6 +11,7 @@ pub mod otlp;
 pub mod otlp_metrics;
 pub mod retry_hint;
 pub mod sender;
+pub mod tls;
 
 use std::{
     sync::Arc,
@@ -38,6 +39,10 @@ pub enum ConsoleFormat {
 
 /// Where spans go.
 #[derive(Clone, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per agent, made once from the configuration"
+)]
 pub enum Output {
     Console(ConsoleFormat),
     Otlp(OtlpSettings),

@@ -23,7 +23,10 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message as _;
 
-use super::env::{OtlpSettings, Protocol};
+use super::{
+    env::{OtlpSettings, Protocol},
+    tls,
+};
 use crate::span::{Attributes, Resource, Span, SpanKind, Status, Value};
 
 fn any_value(v: &Value) -> AnyValue {
@@ -171,7 +174,7 @@ enum Transport {
         metadata: tonic::metadata::MetadataMap,
     },
     Http {
-        client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<bytes::Bytes>>,
+        client: Client<tls::Connector, Full<bytes::Bytes>>,
         uri: http::Uri,
         metrics_uri: http::Uri,
         headers: Vec<(http::HeaderName, http::HeaderValue)>,
@@ -187,20 +190,13 @@ pub struct OtlpClient {
 
 impl OtlpClient {
     pub fn new(settings: &OtlpSettings) -> Result<Self, String> {
-        if settings.url.starts_with("https://") {
-            return Err(format!(
-                "OTLP endpoint `{}` uses TLS, which this build of seam does not support yet; \
-                 use an http:// endpoint (for example a local collector)",
-                settings.url
-            ));
-        }
         let transport = match settings.protocol {
             Protocol::Grpc => {
                 let channel = tonic::transport::Endpoint::from_shared(settings.url.clone())
                     .map_err(|e| format!("OTLP endpoint `{}`: {e}", settings.url))?
                     .timeout(settings.timeout)
                     .connect_timeout(settings.timeout)
-                    .connect_lazy();
+                    .connect_with_connector_lazy(tls::connector(&settings.tls, true)?);
                 let mut metadata = tonic::metadata::MetadataMap::new();
                 for (k, v) in &settings.headers {
                     let key =
@@ -235,7 +231,8 @@ impl OtlpClient {
                     })
                     .collect::<Result<_, String>>()?;
                 Transport::Http {
-                    client: Client::builder(TokioExecutor::new()).build_http(),
+                    client: Client::builder(TokioExecutor::new())
+                        .build(tls::connector(&settings.tls, false)?),
                     uri,
                     metrics_uri: settings.metrics_url.parse().map_err(|e| {
                         format!("OTLP metrics endpoint `{}`: {e}", settings.metrics_url)
@@ -355,7 +352,7 @@ fn grpc_error(status: tonic::Status) -> ExportError {
 
 /// POSTs a protobuf body; the response body on success.
 async fn post(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<bytes::Bytes>>,
+    client: &Client<tls::Connector, Full<bytes::Bytes>>,
     uri: &http::Uri,
     headers: &[(http::HeaderName, http::HeaderValue)],
     body: Vec<u8>,

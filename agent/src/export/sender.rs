@@ -392,7 +392,7 @@ mod tests {
             protocol: Protocol::HttpProtobuf,
             headers: vec![],
             timeout: Duration::from_millis(100),
-            certificate: None,
+            tls: Default::default(),
         };
         let counters = Arc::new(Counters::default());
         let batch = BatchSettings {

@@ -125,6 +125,15 @@ pub struct Export {
     /// Also print spans to standard output.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub console: Option<bool>,
+    /// PEM CA file the collector's certificate must chain to (https).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// PEM client certificate for collectors requiring mutual TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+    /// PEM private key of the client certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
     /// Memory bound of the spans waiting for the backend, in MiB (1–65536).
     #[serde(
         default,
@@ -473,6 +482,10 @@ impl FileConfig {
                 endpoint: exp.endpoint,
                 headers: Some(exp.headers.unwrap_or_default()),
                 console: Some(exp.console.unwrap_or(false)),
+                // No default file: unset means the system's trust store.
+                certificate: exp.certificate,
+                client_certificate: exp.client_certificate,
+                client_key: exp.client_key,
                 queue_mib: Some(
                     exp.queue_mib
                         .unwrap_or(crate::export::env::DEFAULT_QUEUE_MIB),
@@ -834,7 +847,7 @@ ring_buffer_mib: 64
             ),
             (
                 "export:\n  protcol: grpc\n",
-                "export.protcol: unknown field, expected one of endpoint, protocol, headers, console, queue_mib",
+                "export.protcol: unknown field, expected one of endpoint, protocol, headers, console, certificate, client_certificate, client_key, queue_mib",
             ),
             (
                 "bogus: 1\n",
