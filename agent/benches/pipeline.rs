@@ -285,10 +285,10 @@ fn export(c: &mut Criterion) {
     let mut g = c.benchmark_group("export");
     g.throughput(Throughput::Elements(spans.len() as u64));
     g.bench_function("otlp_request_512", |b| {
-        b.iter(|| black_box(otlp::request(&spans)))
+        b.iter(|| black_box(otlp::request(spans.clone())))
     });
     g.bench_function("otlp_request_encode_512", |b| {
-        b.iter(|| black_box(otlp::request(&spans).encode_to_vec()))
+        b.iter(|| black_box(otlp::Batch::encode(spans.clone())))
     });
     g.finish();
 }

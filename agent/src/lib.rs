@@ -21,3 +21,4 @@ pub mod preflight;
 pub mod protocol;
 pub mod span;
 pub mod stitch;
+pub mod time_order;

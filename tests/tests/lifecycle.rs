@@ -425,6 +425,13 @@ async fn process_churn_keeps_pids_right_and_frees_state() {
         expected.len(),
         started.elapsed()
     );
+    // One sample a minute (every 6th), to see a trend in long runs.
+    let by_minute: Vec<String> = rss
+        .iter()
+        .step_by(6)
+        .map(|k| (k / 1024).to_string())
+        .collect();
+    println!("churn: RSS MiB by minute: {}", by_minute.join(" "));
     println!(
         "soak-result churn sent={} failed=0 spans={} lost={} resyncs=0 rss_min={rss_min} rss_max={rss_max}",
         expected.len(),

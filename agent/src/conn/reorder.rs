@@ -8,67 +8,36 @@
 //! no request. Events wait here for a short window and leave ordered by the
 //! time that orders a byte stream: a write by when it was entered, a read by
 //! when it returned.
-use std::{cmp::Reverse, collections::BinaryHeap};
-
 use crate::capture::Event;
 use crate::protocol::Direction;
+use crate::time_order::TimeOrder;
 
 /// How long an event may wait for earlier ones.
 pub const WINDOW_NS: u64 = 5_000_000;
 
-struct Queued {
-    ts: u64,
-    n: u64,
-    event: Event,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, o: &Self) -> bool {
-        (self.ts, self.n) == (o.ts, o.n)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.ts, self.n).cmp(&(o.ts, o.n))
-    }
-}
-
 #[derive(Default)]
 pub struct Reorder {
-    queue: BinaryHeap<Reverse<Queued>>,
-    arrivals: u64,
-    newest_ts: u64,
+    queue: TimeOrder<Event>,
 }
 
 impl Reorder {
     /// The time that orders `event`; events without one keep their place
     /// after everything that arrived before them.
     fn order_ts(&self, event: &Event) -> u64 {
+        let newest = self.queue.newest_ts();
         match event {
             Event::Data(d) => match d.direction {
                 Direction::Egress => d.timing.enter_ns,
                 Direction::Ingress => d.timing.exit_ns,
             },
-            Event::Close(c) => c.ts_ns.max(self.newest_ts),
-            _ => self.newest_ts,
+            Event::Close(c) => c.ts_ns.max(newest),
+            _ => newest,
         }
     }
 
     pub fn push(&mut self, event: Event) {
         let ts = self.order_ts(&event);
-        self.newest_ts = self.newest_ts.max(ts);
-        self.arrivals += 1;
-        self.queue.push(Reverse(Queued {
-            ts,
-            n: self.arrivals,
-            event,
-        }));
+        self.queue.push(ts, event);
     }
 
     pub fn len(&self) -> usize {
@@ -82,16 +51,16 @@ impl Reorder {
     /// Hands over, in order, events older than the window before the newest
     /// event and before `now_ns`.
     pub fn release(&mut self, now_ns: u64, mut f: impl FnMut(Event)) {
-        let horizon = self.newest_ts.max(now_ns).saturating_sub(WINDOW_NS);
-        while self.queue.peek().is_some_and(|q| q.0.ts <= horizon) {
-            f(self.queue.pop().expect("peeked").0.event);
+        let horizon = self.queue.newest_ts().max(now_ns).saturating_sub(WINDOW_NS);
+        while let Some(event) = self.queue.pop_due(horizon) {
+            f(event);
         }
     }
 
     /// Hands over everything (shutdown).
     pub fn flush(&mut self, mut f: impl FnMut(Event)) {
-        while let Some(Reverse(q)) = self.queue.pop() {
-            f(q.event);
+        while let Some(event) = self.queue.pop() {
+            f(event);
         }
     }
 }

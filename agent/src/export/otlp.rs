@@ -10,10 +10,7 @@ use opentelemetry_proto::tonic::{
             ExportMetricsServiceRequest, ExportMetricsServiceResponse,
             metrics_service_client::MetricsServiceClient,
         },
-        trace::v1::{
-            ExportTraceServiceRequest, ExportTraceServiceResponse,
-            trace_service_client::TraceServiceClient,
-        },
+        trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
     },
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value},
     resource::v1::Resource as ProtoResource,
@@ -51,11 +48,31 @@ fn key_values(attrs: &Attributes) -> Vec<KeyValue> {
         .collect()
 }
 
-fn proto_span(s: &Span) -> ProtoSpan {
+/// The span's own attributes, moved rather than copied.
+fn into_key_values(attrs: Attributes) -> Vec<KeyValue> {
+    attrs
+        .0
+        .into_iter()
+        .map(|(key, v)| KeyValue {
+            key,
+            value: Some(AnyValue {
+                value: Some(match v {
+                    Value::Str(s) => any_value::Value::StringValue(s),
+                    Value::Int(i) => any_value::Value::IntValue(i),
+                    Value::Bool(b) => any_value::Value::BoolValue(b),
+                    Value::F64(f) => any_value::Value::DoubleValue(f),
+                }),
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn proto_span(s: Span) -> ProtoSpan {
     ProtoSpan {
         trace_id: s.trace_id.to_vec(),
         span_id: s.span_id.to_vec(),
-        trace_state: s.trace_state.clone(),
+        trace_state: s.trace_state,
         parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
         // W3C flags in the low byte; bit 8: remoteness is known; bit 9: the
         // parent is in another process (a server span's parent always is).
@@ -66,7 +83,7 @@ fn proto_span(s: &Span) -> ProtoSpan {
             } else {
                 0
             },
-        name: s.name.clone(),
+        name: s.name,
         kind: match s.kind {
             SpanKind::Server => span::SpanKind::Server,
             SpanKind::Client => span::SpanKind::Client,
@@ -74,7 +91,7 @@ fn proto_span(s: &Span) -> ProtoSpan {
         } as i32,
         start_time_unix_nano: s.start_unix_ns,
         end_time_unix_nano: s.end_unix_ns,
-        attributes: key_values(&s.attributes),
+        attributes: into_key_values(s.attributes),
         status: Some(ProtoStatus {
             message: String::new(),
             code: match s.status {
@@ -87,7 +104,7 @@ fn proto_span(s: &Span) -> ProtoSpan {
 }
 
 /// One export request: spans grouped under their process's resource.
-pub fn request(spans: &[Span]) -> ExportTraceServiceRequest {
+pub fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     let mut groups: Vec<(Arc<Resource>, Vec<ProtoSpan>)> = Vec::new();
     let mut index: HashMap<*const Resource, usize> = HashMap::new();
     for s in spans {
@@ -119,6 +136,57 @@ pub fn request(spans: &[Span]) -> ExportTraceServiceRequest {
             .collect(),
     }
 }
+
+/// A batch of spans as the encoded export request, made once: a retry
+/// sends the same bytes again.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub body: bytes::Bytes,
+    pub spans: usize,
+}
+
+impl Batch {
+    pub fn encode(spans: Vec<Span>) -> Self {
+        let n = spans.len();
+        Self {
+            body: request(spans).encode_to_vec().into(),
+            spans: n,
+        }
+    }
+}
+
+/// An already encoded message, written as is: lets the gRPC client send a
+/// [`Batch`]'s bytes without decoding them back into a request.
+#[derive(Clone, Debug, Default)]
+struct Encoded(bytes::Bytes);
+
+impl prost::Message for Encoded {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        // Only ever sent, never received.
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// The OTLP trace export method.
+const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// Why an export failed, and whether sending the same batch again may help.
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +237,7 @@ pub struct Delivered {
 #[derive(Clone)]
 enum Transport {
     Grpc {
-        client: TraceServiceClient<tonic::transport::Channel>,
+        client: tonic::client::Grpc<tonic::transport::Channel>,
         metrics: MetricsServiceClient<tonic::transport::Channel>,
         metadata: tonic::metadata::MetadataMap,
     },
@@ -208,7 +276,7 @@ impl OtlpClient {
                     metadata.insert(key, value);
                 }
                 Transport::Grpc {
-                    client: TraceServiceClient::new(channel.clone()),
+                    client: tonic::client::Grpc::new(channel.clone()),
                     metrics: MetricsServiceClient::new(channel),
                     metadata,
                 }
@@ -247,25 +315,34 @@ impl OtlpClient {
         })
     }
 
-    /// Sends one trace request.
-    pub async fn export(
-        &mut self,
-        req: ExportTraceServiceRequest,
-    ) -> Result<Delivered, ExportError> {
+    /// Sends one encoded trace request.
+    pub async fn export(&mut self, batch: &Batch) -> Result<Delivered, ExportError> {
         match &mut self.transport {
             Transport::Grpc {
                 client, metadata, ..
             } => {
-                let mut request = tonic::Request::new(req);
+                let mut request = tonic::Request::new(Encoded(batch.body.clone()));
                 *request.metadata_mut() = metadata.clone();
                 request.set_timeout(self.timeout);
+                let call = async {
+                    client.ready().await.map_err(|e| {
+                        ExportError::retryable(format!("gRPC connection not ready: {e}"))
+                    })?;
+                    client
+                        .unary::<_, ExportTraceServiceResponse, _>(
+                            request,
+                            http::uri::PathAndQuery::from_static(TRACE_EXPORT),
+                            tonic_prost::ProstCodec::default(),
+                        )
+                        .await
+                        .map(|r| delivered(r.into_inner()))
+                        .map_err(grpc_error)
+                };
                 // The channel enforces the timeout too; this one also covers
                 // connecting and makes every timeout look the same.
-                tokio::time::timeout(self.timeout, client.export(request))
+                tokio::time::timeout(self.timeout, call)
                     .await
                     .map_err(|_| ExportError::timeout(self.timeout))?
-                    .map(|r| delivered(r.into_inner()))
-                    .map_err(grpc_error)
             }
             Transport::Http {
                 client,
@@ -273,7 +350,7 @@ impl OtlpClient {
                 headers,
                 ..
             } => {
-                let body = post(client, uri, headers, req.encode_to_vec(), self.timeout).await?;
+                let body = post(client, uri, headers, batch.body.clone(), self.timeout).await?;
                 Ok(delivered(
                     ExportTraceServiceResponse::decode(body).unwrap_or_default(),
                 ))
@@ -313,7 +390,7 @@ impl OtlpClient {
                     client,
                     metrics_uri,
                     headers,
-                    req.encode_to_vec(),
+                    req.encode_to_vec().into(),
                     self.timeout,
                 )
                 .await?;
@@ -355,7 +432,7 @@ async fn post(
     client: &Client<tls::Connector, Full<bytes::Bytes>>,
     uri: &http::Uri,
     headers: &[(http::HeaderName, http::HeaderValue)],
-    body: Vec<u8>,
+    body: bytes::Bytes,
     timeout: Duration,
 ) -> Result<bytes::Bytes, ExportError> {
     let mut builder = http::Request::post(uri.clone())
@@ -364,7 +441,7 @@ async fn post(
         builder = builder.header(k, v);
     }
     let request = builder
-        .body(Full::new(bytes::Bytes::from(body)))
+        .body(Full::new(body))
         .map_err(|e| ExportError::permanent(e.to_string()))?;
     // One deadline for the whole exchange, head and body.
     let exchange = async {
@@ -444,11 +521,20 @@ mod tests {
         let mut b = Attributes::default();
         b.set("service.name", "payment");
         let payment = Arc::new(Resource { attributes: b });
-        let req = request(&[
+        let spans = vec![
             span(&order, "GET", false),
             span(&payment, "POST", true),
             span(&order, "PUT", true),
-        ]);
+        ];
+        // What is sent, over either protocol, is this request's encoding.
+        let batch = Batch::encode(spans.clone());
+        assert_eq!(batch.spans, 3);
+        assert_eq!(Encoded(batch.body.clone()).encode_to_vec(), batch.body);
+        let req = request(spans);
+        assert_eq!(
+            ExportTraceServiceRequest::decode(batch.body.clone()).unwrap(),
+            req
+        );
         assert_eq!(req.resource_spans.len(), 2);
         let first = &req.resource_spans[0];
         assert_eq!(

@@ -23,7 +23,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use super::{
     drops::{DropLog, Reason},
     env::BatchSettings,
-    otlp::{self, Delivered, ExportError, OtlpClient},
+    otlp::{Batch, Delivered, ExportError, OtlpClient},
 };
 use crate::{
     metrics::{self, Counters},
@@ -72,12 +72,12 @@ pub fn span_bytes(s: &Span) -> usize {
         + attrs
 }
 
-type Flight = JoinHandle<(Vec<Span>, Result<Delivered, ExportError>)>;
+type Flight = JoinHandle<(Batch, Result<Delivered, ExportError>)>;
 
-/// A batch that failed and waits for its next attempt (its spans are taken
-/// out while the attempt is in flight).
+/// A batch that failed and waits for its next attempt (taken out while the
+/// attempt is in flight).
 struct Retry {
-    batch: Vec<Span>,
+    batch: Option<Batch>,
     first_failure: Instant,
     backoff: Duration,
     not_before: Instant,
@@ -176,17 +176,17 @@ impl Exporter {
     fn retry_at(&self) -> Option<Instant> {
         self.retry
             .as_ref()
-            .filter(|r| !r.batch.is_empty())
+            .filter(|r| r.batch.is_some())
             .map(|r| r.not_before)
     }
 
     /// The next batch to send now, if any.
-    fn next_batch(&mut self, timer_fired: bool) -> Option<Vec<Span>> {
+    fn next_batch(&mut self, timer_fired: bool) -> Option<Batch> {
         if let Some(retry) = &mut self.retry {
-            if retry.batch.is_empty() || Instant::now() < retry.not_before {
+            if Instant::now() < retry.not_before {
                 return None;
             }
-            return Some(std::mem::take(&mut retry.batch));
+            return retry.batch.take();
         }
         if self.queue.is_empty() || (!timer_fired && self.queue.len() < self.batch.max_batch) {
             return None;
@@ -197,14 +197,14 @@ impl Exporter {
         self.queue_bytes -= bytes;
         self.held_spans = batch.len();
         self.held_bytes = bytes;
-        Some(batch)
+        Some(Batch::encode(batch))
     }
 
-    fn launch(&self, spans: Vec<Span>) -> Flight {
+    fn launch(&self, batch: Batch) -> Flight {
         let mut client = self.client.clone();
         tokio::spawn(async move {
-            let result = client.export(otlp::request(&spans)).await;
-            (spans, result)
+            let result = client.export(&batch).await;
+            (batch, result)
         })
     }
 
@@ -216,8 +216,8 @@ impl Exporter {
         self.publish();
     }
 
-    fn settle(&mut self, spans: Vec<Span>, result: Result<Delivered, ExportError>) {
-        let n = spans.len() as u64;
+    fn settle(&mut self, batch: Batch, result: Result<Delivered, ExportError>) {
+        let n = batch.spans as u64;
         match result {
             Ok(delivered) => {
                 self.release();
@@ -266,7 +266,7 @@ impl Exporter {
                         }
                     }
                     self.retry = Some(Retry {
-                        batch: spans,
+                        batch: Some(batch),
                         first_failure: first,
                         backoff,
                         not_before: now + wait,
@@ -302,7 +302,7 @@ impl Exporter {
                 done = async { flight.as_mut().expect("guarded").await }, if flight.is_some() => {
                     flight = None;
                     match done {
-                        Ok((spans, result)) => self.settle(spans, result),
+                        Ok((batch, result)) => self.settle(batch, result),
                         Err(e) => tracing::error!(error = %e, "export task failed"),
                     }
                     // Catch up with what queued meanwhile.
@@ -319,9 +319,9 @@ impl Exporter {
             }
         }
         if let Some(f) = flight
-            && let Ok((spans, result)) = f.await
+            && let Ok((batch, result)) = f.await
         {
-            self.settle(spans, result);
+            self.settle(batch, result);
         }
     }
 
@@ -341,7 +341,7 @@ impl Exporter {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.launch(batch)).await {
-                Ok(Ok((spans, result))) => self.settle(spans, result),
+                Ok(Ok((batch, result))) => self.settle(batch, result),
                 _ => break,
             }
         }
@@ -421,7 +421,8 @@ mod tests {
         let (mut ex, c) = exporter(10, usize::MAX);
         ex.enqueue((0..8).map(span).collect());
         let batch = ex.next_batch(true).unwrap();
-        assert_eq!(batch.len(), 4);
+        assert_eq!(batch.spans, 4);
+        let sent = batch.body.clone();
         ex.settle(batch, err(true));
         // 4 held for retry + 4 queued: room for 2 more of these 5.
         ex.enqueue((8..13).map(span).collect());
@@ -430,7 +431,11 @@ mod tests {
         assert!(ex.next_batch(true).is_none(), "the retry waits its backoff");
         ex.retry.as_mut().unwrap().not_before = Instant::now();
         let again = ex.next_batch(true).unwrap();
-        assert_eq!(again[0].span_id, [0; 8]);
+        assert_eq!(
+            (again.spans, &again.body),
+            (4, &sent),
+            "the same bytes again"
+        );
         ex.settle(again, Ok(Delivered::default()));
         assert_eq!(metrics::get(&c.spans_exported), 4);
         assert_eq!(metrics::get(&c.export_queue_spans), 6);

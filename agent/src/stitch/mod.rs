@@ -34,8 +34,7 @@ pub mod telemetry;
 pub mod traceparent;
 
 use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, HashMap, HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     net::SocketAddr,
     sync::Arc,
 };
@@ -49,6 +48,7 @@ use crate::{
     policy::sampler::{HeadSampler, ParentSampling},
     protocol::{Request, Role},
     span::{Attributes, Span, SpanId, SpanKind, Status, TraceId},
+    time_order::TimeOrder,
 };
 
 /// How linking behaves.
@@ -130,37 +130,11 @@ struct Links {
 /// Waits and children remembered per server request; more are ignored.
 const MAX_ACTIVITY: usize = 256;
 
-/// A record waiting in the reorder buffer, ordered by `ts` then arrival.
-struct Queued {
-    ts: u64,
-    n: u64,
-    record: Record,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, o: &Self) -> bool {
-        (self.ts, self.n) == (o.ts, o.n)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.ts, self.n).cmp(&(o.ts, o.n))
-    }
-}
-
 pub struct Stitcher {
     config: StitchConfig,
     shaper: attrs::Shaper,
     clock: Clock,
-    queue: BinaryHeap<Reverse<Queued>>,
-    arrivals: u64,
-    newest_ts: u64,
+    queue: TimeOrder<Record>,
     inflight: HashMap<RequestKey, Inflight>,
     /// Server requests in progress per (pid, tid).
     serving: HashMap<(u32, u32), Vec<RequestKey>>,
@@ -204,9 +178,7 @@ impl Stitcher {
             config,
             shaper,
             clock,
-            queue: BinaryHeap::new(),
-            arrivals: 0,
-            newest_ts: 0,
+            queue: TimeOrder::default(),
             inflight: HashMap::new(),
             serving: HashMap::new(),
             clients: HashMap::new(),
@@ -249,35 +221,29 @@ impl Stitcher {
     /// Queues a record; call [`Stitcher::release`] to process what is due.
     pub fn push(&mut self, record: Record) {
         let ts = Self::order_ts(&record).max(match record {
-            Record::Abandoned { .. } | Record::ProcessGone { .. } => self.newest_ts,
+            Record::Abandoned { .. } | Record::ProcessGone { .. } => self.queue.newest_ts(),
             _ => 0,
         });
-        self.newest_ts = self.newest_ts.max(ts);
-        self.arrivals += 1;
-        self.queue.push(Reverse(Queued {
-            ts,
-            n: self.arrivals,
-            record,
-        }));
+        self.queue.push(ts, record);
     }
 
     /// Processes queued records older than the reorder window, measured from
     /// both the newest record and the clock `now_ns`; appends finished spans.
     pub fn release(&mut self, now_ns: u64, spans: &mut Vec<Span>) {
         let horizon = self
-            .newest_ts
+            .queue
+            .newest_ts()
             .max(now_ns)
             .saturating_sub(self.config.reorder_ns);
-        while self.queue.peek().is_some_and(|q| q.0.ts <= horizon) {
-            let Reverse(q) = self.queue.pop().expect("peeked");
-            self.process(q.record, spans);
+        while let Some(record) = self.queue.pop_due(horizon) {
+            self.process(record, spans);
         }
     }
 
     /// Processes everything queued (shutdown).
     pub fn flush(&mut self, spans: &mut Vec<Span>) {
-        while let Some(Reverse(q)) = self.queue.pop() {
-            self.process(q.record, spans);
+        while let Some(record) = self.queue.pop() {
+            self.process(record, spans);
         }
     }
 
