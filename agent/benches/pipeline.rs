@@ -12,7 +12,6 @@
 use std::{hint::black_box, net::SocketAddr, sync::Arc};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use prost::Message as _;
 use seam::{
     clock::Clock,
     conn::{ConnMeta, Record, RequestKey},
