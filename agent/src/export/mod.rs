@@ -8,6 +8,7 @@ pub mod console;
 pub mod drops;
 pub mod env;
 pub mod otlp;
+pub mod otlp_encode;
 pub mod otlp_metrics;
 pub mod retry_hint;
 pub mod sender;

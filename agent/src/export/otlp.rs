@@ -68,36 +68,53 @@ fn into_key_values(attrs: Attributes) -> Vec<KeyValue> {
         .collect()
 }
 
+/// W3C flags in the low byte; bit 8: remoteness is known; bit 9: the parent
+/// is in another process (a server span's parent always is).
+pub(super) fn wire_flags(s: &Span) -> u32 {
+    s.flags as u32
+        | 0x100
+        | if s.kind == SpanKind::Server && s.parent_span_id.is_some() {
+            0x200
+        } else {
+            0
+        }
+}
+
+pub(super) fn wire_kind(kind: SpanKind) -> i32 {
+    let kind = match kind {
+        SpanKind::Server => span::SpanKind::Server,
+        SpanKind::Client => span::SpanKind::Client,
+        SpanKind::Internal => span::SpanKind::Internal,
+    };
+    kind as i32
+}
+
+pub(super) fn wire_status(s: Status) -> i32 {
+    let code = match s {
+        Status::Unset => status::StatusCode::Unset,
+        Status::Error => status::StatusCode::Error,
+    };
+    code as i32
+}
+
+/// The request's generated form (the encoder in `otlp_encode` writes the
+/// same bytes directly; this one is its reference in tests and benches).
 fn proto_span(s: Span) -> ProtoSpan {
+    let flags = wire_flags(&s);
     ProtoSpan {
         trace_id: s.trace_id.to_vec(),
         span_id: s.span_id.to_vec(),
         trace_state: s.trace_state,
         parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
-        // W3C flags in the low byte; bit 8: remoteness is known; bit 9: the
-        // parent is in another process (a server span's parent always is).
-        flags: s.flags as u32
-            | 0x100
-            | if s.kind == SpanKind::Server && s.parent_span_id.is_some() {
-                0x200
-            } else {
-                0
-            },
+        flags,
         name: s.name,
-        kind: match s.kind {
-            SpanKind::Server => span::SpanKind::Server,
-            SpanKind::Client => span::SpanKind::Client,
-            SpanKind::Internal => span::SpanKind::Internal,
-        } as i32,
+        kind: wire_kind(s.kind),
         start_time_unix_nano: s.start_unix_ns,
         end_time_unix_nano: s.end_unix_ns,
         attributes: into_key_values(s.attributes),
         status: Some(ProtoStatus {
             message: String::new(),
-            code: match s.status {
-                Status::Unset => status::StatusCode::Unset,
-                Status::Error => status::StatusCode::Error,
-            } as i32,
+            code: wire_status(s.status),
         }),
         ..Default::default()
     }
@@ -147,10 +164,9 @@ pub struct Batch {
 
 impl Batch {
     pub fn encode(spans: Vec<Span>) -> Self {
-        let n = spans.len();
         Self {
-            body: request(spans).encode_to_vec().into(),
-            spans: n,
+            body: super::otlp_encode::encode(&spans).into(),
+            spans: spans.len(),
         }
     }
 }
