@@ -77,16 +77,20 @@ impl From<bool> for Value {
     }
 }
 
+/// An attribute key: the semantic-convention names are static strings,
+/// so only keys made at run time (header names...) own memory.
+pub type Key = std::borrow::Cow<'static, str>;
+
 /// Ordered key/value attributes.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Attributes(pub Vec<(String, Value)>);
+pub struct Attributes(pub Vec<(Key, Value)>);
 
 impl Attributes {
-    pub fn set(&mut self, key: &str, value: impl Into<Value>) {
-        let value = value.into();
-        match self.0.iter_mut().find(|(k, _)| k == key) {
+    pub fn set(&mut self, key: impl Into<Key>, value: impl Into<Value>) {
+        let (key, value) = (key.into(), value.into());
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
-            None => self.0.push((key.to_string(), value)),
+            None => self.0.push((key, value)),
         }
     }
 
@@ -94,7 +98,7 @@ impl Attributes {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &(String, Value)> {
+    pub fn iter(&self) -> impl Iterator<Item = &(Key, Value)> {
         self.0.iter()
     }
 }

@@ -175,12 +175,12 @@ impl ProcessTable {
         if let Some(c) = container {
             for (k, v) in c.resource_attributes().iter() {
                 if k != "service.name" {
-                    attributes.set(k, v.clone());
+                    attributes.set(k.clone(), v.clone());
                 }
             }
         }
         for (k, v) in resource_attrs {
-            attributes.set(&k, v);
+            attributes.set(k, v);
         }
         attributes.set("process.pid", pid as i64);
         attributes.set("process.executable.name", exe_name.as_str());

@@ -41,7 +41,7 @@ fn key_values(attrs: &Attributes) -> Vec<KeyValue> {
     attrs
         .iter()
         .map(|(k, v)| KeyValue {
-            key: k.clone(),
+            key: k.to_string(),
             value: Some(any_value(v)),
             ..Default::default()
         })
@@ -54,7 +54,7 @@ fn into_key_values(attrs: Attributes) -> Vec<KeyValue> {
         .0
         .into_iter()
         .map(|(key, v)| KeyValue {
-            key,
+            key: key.into_owned(),
             value: Some(AnyValue {
                 value: Some(match v {
                     Value::Str(s) => any_value::Value::StringValue(s),

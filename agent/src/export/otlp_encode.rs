@@ -179,7 +179,13 @@ mod tests {
     }
 
     fn attrs() -> impl Strategy<Value = Attributes> {
-        prop::collection::vec(("[a-z.]{0,20}", value()), 0..8).prop_map(Attributes)
+        prop::collection::vec(("[a-z.]{0,20}", value()), 0..8).prop_map(|kv| {
+            Attributes(
+                kv.into_iter()
+                    .map(|(k, v): (String, Value)| (k.into(), v))
+                    .collect(),
+            )
+        })
     }
 
     prop_compose! {

@@ -58,11 +58,14 @@ pub fn span_bytes(s: &Span) -> usize {
         .attributes
         .iter()
         .map(|(k, v)| {
-            heap(k.capacity())
-                + match v {
-                    Value::Str(s) => heap(s.capacity()),
-                    _ => 0,
-                }
+            let key = match k {
+                std::borrow::Cow::Owned(s) => heap(s.capacity()),
+                std::borrow::Cow::Borrowed(_) => 0,
+            };
+            key + match v {
+                Value::Str(s) => heap(s.capacity()),
+                _ => 0,
+            }
         })
         .sum();
     std::mem::size_of::<Span>()

@@ -310,7 +310,7 @@ pub fn http_span(
         .into_iter()
         .chain(shaper.redactor.response_headers(&x.response.headers))
     {
-        a.set(&k, v);
+        a.set(k, v);
     }
     a.set("url.scheme", scheme);
     a.set("network.protocol.name", "http");
