@@ -297,11 +297,11 @@ fn run(transfers: &[(Direction, &[u8], u64)]) -> (Vec<Outcome>, Vec<(u64, String
     let mut abandoned = 0;
     for e in out {
         match e {
-            Http1Event::RequestHead { seq, head, .. } => heads.push((seq, head.target)),
+            Http1Event::RequestHead { seq, head, .. } => heads.push((seq, head.target.clone())),
             Http1Event::Exchange(x) => outcomes.push(Outcome {
                 seq: x.seq,
-                method: x.request.method,
-                target: x.request.target,
+                method: x.request.method.clone(),
+                target: x.request.target.clone(),
                 status: x.response.status,
                 request_body_len: x.request_body_len,
                 response_body_len: x.response_body_len,

@@ -74,7 +74,7 @@ fuzz_target!(|input: &[u8]| {
         target: "/".into(),
         version: "1.1",
         headers,
-    });
+    }.into());
     if let Some(c) = propagation::extract(&request) {
         assert_ne!(c.trace_id, [0; 16]);
         assert_ne!(c.parent_id, [0; 8]);

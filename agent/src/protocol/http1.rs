@@ -5,7 +5,7 @@
 //! seen, so only heads need to be captured. When framing is lost (a head
 //! longer than a capture, junk, missed events) the stream waits for a transfer
 //! that starts a new message, and never makes a span from a guess.
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
 use bytes::BytesMut;
 
@@ -60,7 +60,7 @@ pub enum Http1Event {
     /// A request head is complete; `start` is its first transfer.
     RequestHead {
         seq: u64,
-        head: RequestHead,
+        head: Arc<RequestHead>,
         start: Timing,
     },
     /// A request and its final response are complete.
@@ -74,7 +74,7 @@ pub enum Http1Event {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exchange {
     pub seq: u64,
-    pub request: RequestHead,
+    pub request: Arc<RequestHead>,
     pub response: ResponseHead,
     /// First and last transfer of the request.
     pub request_start: Timing,
@@ -188,7 +188,7 @@ impl HalfStream {
 #[derive(Debug)]
 struct Pending {
     seq: u64,
-    head: RequestHead,
+    head: Arc<RequestHead>,
     start: Timing,
     /// Set once the request's body is complete.
     end: Option<Timing>,
@@ -532,7 +532,9 @@ impl Http1Conn {
         let start = half.msg_start.unwrap_or(timing);
         match kind {
             Kind::Requests => match parse_request(&head_bytes) {
-                Some(head) => self.on_request_head(dir, head, start, timing, out),
+                // Shared by the start record and the exchange: cloned by
+                // reference count, not header by header.
+                Some(head) => self.on_request_head(dir, Arc::new(head), start, timing, out),
                 None => self.half(dir).lose(),
             },
             Kind::Responses => match parse_response(&head_bytes) {
@@ -546,7 +548,7 @@ impl Http1Conn {
     fn on_request_head(
         &mut self,
         dir: Direction,
-        head: RequestHead,
+        head: Arc<RequestHead>,
         start: Timing,
         timing: Timing,
         out: &mut Vec<Http1Event>,

@@ -50,7 +50,7 @@ pub enum Role {
 /// A request whose head has been seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    Http(http1::RequestHead),
+    Http(std::sync::Arc<http1::RequestHead>),
     Http2(http2::H2Request),
     Postgres(postgres::PgQuery),
     Redis(redis::RedisCommand),

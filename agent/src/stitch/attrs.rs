@@ -123,7 +123,8 @@ fn as_http1(x: &http2::H2Exchange) -> http1::Exchange {
             target: x.request.path.clone().unwrap_or_default(),
             version: "2",
             headers,
-        },
+        }
+        .into(),
         response: http1::ResponseHead {
             status: x.status.unwrap_or(0),
             version: "2",
@@ -436,7 +437,8 @@ mod tests {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
-            },
+            }
+            .into(),
             response: ResponseHead {
                 status,
                 version: "1.1",

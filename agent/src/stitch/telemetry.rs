@@ -30,12 +30,15 @@ mod tests {
     use crate::protocol::http1::RequestHead;
 
     fn http(method: &str, target: &str) -> Request {
-        Request::Http(RequestHead {
-            method: method.into(),
-            target: target.into(),
-            version: "1.1",
-            headers: vec![],
-        })
+        Request::Http(
+            RequestHead {
+                method: method.into(),
+                target: target.into(),
+                version: "1.1",
+                headers: vec![],
+            }
+            .into(),
+        )
     }
 
     #[test]

@@ -113,8 +113,8 @@ impl World {
     }
 }
 
-fn head(headers: &[(&str, &str)]) -> RequestHead {
-    RequestHead {
+fn head(headers: &[(&str, &str)]) -> Arc<RequestHead> {
+    Arc::new(RequestHead {
         method: "GET".into(),
         target: "/".into(),
         version: "1.1",
@@ -122,7 +122,7 @@ fn head(headers: &[(&str, &str)]) -> RequestHead {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-    }
+    })
 }
 
 /// order (pid 1, thread 11) serves a request and calls inventory (pid 2)
