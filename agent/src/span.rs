@@ -86,6 +86,12 @@ pub type Key = std::borrow::Cow<'static, str>;
 pub struct Attributes(pub Vec<(Key, Value)>);
 
 impl Attributes {
+    /// Room for `n` attributes: an HTTP span has about 25, and growing the
+    /// list one by one reallocated it five times.
+    pub fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+
     pub fn set(&mut self, key: impl Into<Key>, value: impl Into<Value>) {
         let (key, value) = (key.into(), value.into());
         match self.0.iter_mut().find(|(k, _)| *k == key) {

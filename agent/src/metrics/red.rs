@@ -65,7 +65,7 @@ impl Histogram {
 pub struct SeriesKey {
     pub metric: &'static str,
     pub service: String,
-    pub attributes: Vec<(String, String)>,
+    pub attributes: Vec<(&'static str, String)>,
 }
 
 /// Every series; a `BTreeMap` so output is stable.
@@ -87,11 +87,7 @@ impl RedMetrics {
         }
         let attributes = keys
             .iter()
-            .filter_map(|k| {
-                span.attributes
-                    .get(k)
-                    .map(|v| (k.to_string(), Value::to_string(v)))
-            })
+            .filter_map(|k| span.attributes.get(k).map(|v| (*k, Value::to_string(v))))
             .collect();
         let key = SeriesKey {
             metric,
@@ -162,7 +158,7 @@ mod tests {
             .find(|(k, _)| {
                 k.metric == SERVER
                     && k.attributes
-                        .contains(&("http.response.status_code".into(), "200".into()))
+                        .contains(&("http.response.status_code", "200".into()))
             })
             .unwrap();
         assert_eq!(ok.1.count, 2);
@@ -170,18 +166,18 @@ mod tests {
         assert_eq!(ok.1.buckets[3], 1, "30 ms in (25, 50]");
         assert!((ok.1.sum - 0.033).abs() < 1e-9);
         // Paths are not metric attributes; routes are.
-        assert!(ok.0.attributes.iter().all(|(k, _)| k != "url.path"));
+        assert!(ok.0.attributes.iter().all(|(k, _)| *k != "url.path"));
         assert!(
             ok.0.attributes
                 .iter()
-                .any(|(k, v)| k == "http.route" && v == "/users/{id}")
+                .any(|(k, v)| *k == "http.route" && v == "/users/{id}")
         );
         let slow = m
             .series
             .iter()
             .find(|(k, _)| {
                 k.attributes
-                    .contains(&("http.response.status_code".into(), "500".into()))
+                    .contains(&("http.response.status_code", "500".into()))
             })
             .unwrap();
         assert_eq!(

@@ -93,7 +93,11 @@ pub fn render(o: &Observed) -> String {
             last_metric = key.metric;
         }
         let mut base = vec![("service.name".to_string(), key.service.clone())];
-        base.extend(key.attributes.iter().cloned());
+        base.extend(
+            key.attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone())),
+        );
         let base = labels(&base);
         let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {

@@ -173,7 +173,7 @@ const GRPC_SERVER_ERRORS: &[u32] = &[2, 4, 12, 13, 14, 15];
 
 /// A gRPC call (https://opentelemetry.io/docs/specs/semconv/rpc/grpc/).
 fn grpc_span(conn: &ConnMeta, x: &http2::H2Exchange) -> (String, SpanKind, Attributes, Status) {
-    let mut a = Attributes::default();
+    let mut a = Attributes::with_capacity(32);
     a.set("rpc.system", "grpc");
     let path = x.request.path.clone().unwrap_or_default();
     let (service, method) = path
@@ -226,7 +226,7 @@ fn postgres_span(
     conn: &ConnMeta,
     x: &postgres::PgExchange,
 ) -> (String, SpanKind, Attributes, Status) {
-    let mut a = Attributes::default();
+    let mut a = Attributes::with_capacity(32);
     a.set("db.system.name", "postgresql");
     if let Some(ns) = &x.query.namespace {
         a.set("db.namespace", ns.as_str());
@@ -262,7 +262,7 @@ fn postgres_span(
 /// A Redis command (https://opentelemetry.io/docs/specs/semconv/database/redis/);
 /// argument values are never kept.
 fn redis_span(conn: &ConnMeta, x: &redis::RedisExchange) -> (String, SpanKind, Attributes, Status) {
-    let mut a = Attributes::default();
+    let mut a = Attributes::with_capacity(32);
     a.set("db.system.name", "redis");
     a.set("db.operation.name", x.command.name.as_str());
     if let Some(db) = x.command.database {
@@ -286,7 +286,7 @@ pub fn http_span(
     x: &http1::Exchange,
     shaper: &mut Shaper,
 ) -> (String, SpanKind, Attributes, Status) {
-    let mut a = Attributes::default();
+    let mut a = Attributes::with_capacity(32);
     let scheme = if conn.tls { "https" } else { "http" };
     let (method, known) = normalize_method(&x.request.method);
     a.set("http.request.method", method);
