@@ -145,7 +145,13 @@ impl AgentConfig {
         } else {
             None
         };
-        if k8s.is_some() && args.disabled_features.contains(&Feature::Cgroup2) {
+        // Flags replace the file's list, as for the selection.
+        let disabled_features = if args.disabled_features.is_empty() {
+            file.disable_features.clone().unwrap_or_default()
+        } else {
+            args.disabled_features.clone()
+        };
+        if k8s.is_some() && disabled_features.contains(&Feature::Cgroup2) {
             return Err(err(
                 "--k8s: Kubernetes mode matches pods by cgroup2 id, which \
                  --disable-feature cgroup2 turns off; drop one of them",
@@ -295,7 +301,7 @@ impl AgentConfig {
             metrics_export_interval: crate::export::otlp_metrics::interval(get_env).map_err(err)?,
             inject_traceparent: args.inject_traceparent || tracing.inject_traceparent == Some(true),
             k8s,
-            disabled_features: args.disabled_features.clone(),
+            disabled_features,
             status_line: false,
         })
     }
@@ -368,6 +374,7 @@ impl AgentConfig {
                 inject_traceparent: Some(self.inject_traceparent),
             }),
             ring_buffer_mib: Some(self.ring_buffer_bytes / (1024 * 1024)),
+            disable_features: Some(self.disabled_features.clone()),
             kubernetes: Some(file::Kubernetes {
                 enabled: Some(self.k8s.is_some()),
                 label_key: self.k8s.as_ref().map(|k| k.label_key.clone()),
@@ -412,6 +419,29 @@ mod tests {
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
         assert!(c.tail.is_none() && !c.inject_traceparent);
         assert!(!c.redact.keep_query_values);
+    }
+
+    #[test]
+    fn disabled_features_from_the_file_or_the_flag() {
+        let file = file::parse("disable_features: [sk_msg, uprobes]\n").unwrap();
+        let c = AgentConfig::from_sources(&args(), &no_env, Some(&file)).unwrap();
+        assert_eq!(c.disabled_features, [Feature::SkMsg, Feature::Uprobes]);
+        let printed = file::parse(&c.to_file_config().print_masked()).unwrap();
+        assert_eq!(
+            printed.disable_features,
+            Some(vec![Feature::SkMsg, Feature::Uprobes])
+        );
+        let mut a = args();
+        a.disabled_features = vec![Feature::Cgroup2];
+        let c = AgentConfig::from_sources(&a, &no_env, Some(&file)).unwrap();
+        assert_eq!(c.disabled_features, [Feature::Cgroup2], "the flag replaces");
+        let e = file::parse("disable_features: [kprobes]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("disable_features") && e.contains("sk_msg") && e.contains("kprobes"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -12,8 +12,10 @@ use crate::capture::Event;
 use crate::protocol::Direction;
 use crate::time_order::TimeOrder;
 
-/// How long an event may wait for earlier ones.
-pub const WINDOW_NS: u64 = 5_000_000;
+/// How long an event may wait for earlier ones: 4 ms for a late return
+/// probe, plus the reader's pause, which delays every event by up to that
+/// much before it gets here.
+pub const WINDOW_NS: u64 = 4_000_000 + crate::capture::reader::PAUSE.as_nanos() as u64;
 
 #[derive(Default)]
 pub struct Reorder {

@@ -33,6 +33,7 @@
 //! metrics: {listen: "0.0.0.0:9464"}   # null: no metrics endpoint
 //! tracing: {tuple_linking: true, inject_traceparent: false}
 //! ring_buffer_mib: 16
+//! disable_features: [sk_msg]  # as --disable-feature: uprobes, sk_msg, sock_ops, cgroup2
 //! ```
 //!
 //! Unknown keys are errors, and every error names the key path
@@ -85,6 +86,10 @@ pub struct FileConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub ring_buffer_mib: Option<u32>,
+    /// Hook families turned off, as with `--disable-feature` (uprobes,
+    /// sk_msg, sock_ops, cgroup2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disable_features: Option<Vec<crate::preflight::Feature>>,
 }
 
 /// Which processes are traced; an empty or missing list does not filter.
@@ -542,6 +547,7 @@ impl FileConfig {
                 inject_traceparent: Some(tracing.inject_traceparent.unwrap_or(false)),
             }),
             ring_buffer_mib: Some(self.ring_buffer_mib.unwrap_or(DEFAULT_RING_BUFFER_MIB)),
+            disable_features: Some(self.disable_features.clone().unwrap_or_default()),
             kubernetes: Some(Kubernetes {
                 enabled: Some(
                     self.kubernetes

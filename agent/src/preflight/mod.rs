@@ -24,19 +24,25 @@ const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
 /// Hook families an operator may turn off (`--disable-feature`); the agent
 /// then behaves exactly as on a machine without them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
 pub enum Feature {
     /// no TLS plaintext capture (OpenSSL, GnuTLS, Go crypto/tls)
     #[value(name = "uprobes")]
+    #[serde(rename = "uprobes")]
     Uprobes,
     /// no traceparent injection
     #[value(name = "sk_msg")]
+    #[serde(rename = "sk_msg")]
     SkMsg,
     /// no traceparent injection
     #[value(name = "sock_ops")]
+    #[serde(rename = "sock_ops")]
     SockOps,
     /// no traceparent injection, no Kubernetes mode
     #[value(name = "cgroup2")]
+    #[serde(rename = "cgroup2")]
     Cgroup2,
 }
 
