@@ -257,20 +257,19 @@ async fn without_capabilities_start_fails_in_one_line() {
         ])
         .arg(seam_bin())
         .args(["--metrics-listen", "none"]));
-    assert_eq!(code, 1, "{out}{err}");
     let err_lines = lines(&err);
-    assert_eq!(err_lines.len(), 1, "{err}");
-    for needle in [
-        "ERROR",
-        "capabilities missing",
-        "CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH",
-        "CapEff=0000000000000000",
-        "run as root",
-    ] {
-        assert!(err_lines[0].contains(needle), "{needle:?} not in {err}");
-    }
-    let new: Vec<u64> = bpf_programs().difference(&before).copied().collect();
-    assert!(new.is_empty(), "programs loaded: {new:?}");
+    assert_eq!(err_lines.len(), 1, "{out}{err}");
+    assert_refused(
+        code,
+        err_lines[0],
+        &[
+            "capabilities missing",
+            "CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH",
+            "CapEff=0000000000000000",
+            "run as root",
+        ],
+        &before,
+    );
 }
 
 /// In a mount namespace without tracefs (nor debugfs) the agent names
@@ -284,29 +283,20 @@ async fn without_tracefs_start_fails_naming_the_mount_command() {
         for m in $(grep -E ' - (tracefs|debugfs) ' /proc/self/mountinfo | cut -d' ' -f5 | sort -r); do
             umount "$m" || exit 90
         done
-        grep -cE ' - (tracefs|debugfs) ' /proc/self/mountinfo
+        grep -qE ' - (tracefs|debugfs) ' /proc/self/mountinfo || echo ready
         exec "$0" --metrics-listen none
     "#;
-    let (code, out, err) = run(Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", script])
-        .arg(seam_bin()));
-    assert_eq!(
-        out.trim(),
-        "0",
-        "tracefs still mounted in the namespace: {err}"
-    );
-    assert_eq!(code, 1, "{out}{err}");
-    let err_lines = lines(&err);
-    assert_eq!(err_lines.len(), 1, "{err}");
-    assert!(
-        err_lines[0].contains("ERROR")
-            && err_lines[0].contains("tracefs missing")
-            && err_lines[0].contains("mount -t tracefs nodev /sys/kernel/tracing"),
-        "{err}"
+    let (code, line) = start_in_mount_namespace(script, "tracefs still mounted in the namespace");
+    assert_refused(
+        code,
+        &line,
+        &[
+            "tracefs missing",
+            "mount -t tracefs nodev /sys/kernel/tracing",
+        ],
+        &before,
     );
     assert!(!mounts_of("tracefs").is_empty(), "the host lost tracefs");
-    let new: Vec<u64> = bpf_programs().difference(&before).copied().collect();
-    assert!(new.is_empty(), "programs loaded: {new:?}");
 }
 
 /// Runs the agent as `sh -c script` does (`"$0"` is the agent) in a private
