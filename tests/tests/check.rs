@@ -246,22 +246,22 @@ async fn disabled_sk_msg_turns_injection_off_once_and_tracing_goes_on() {
 async fn without_capabilities_start_fails_in_one_line() {
     let _serial = serial().await;
     let before = bpf_programs();
-    let (code, out, err) = run(Command::new("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(seam_bin())
-        .args(["--metrics-listen", "none"]));
-    let err_lines = lines(&err);
-    assert_eq!(err_lines.len(), 1, "{out}{err}");
+    let (code, _, line) = start_refused(
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(seam_bin())
+            .args(["--metrics-listen", "none"]),
+    );
     assert_refused(
         code,
-        err_lines[0],
+        &line,
         &[
             "capabilities missing",
             "CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH",
@@ -302,13 +302,22 @@ async fn without_tracefs_start_fails_naming_the_mount_command() {
 /// Runs the agent as `sh -c script` does (`"$0"` is the agent) in a private
 /// mount namespace; its exit code and the one line it must print.
 fn start_in_mount_namespace(script: &str, setup_note: &str) -> (i32, String) {
-    let (code, out, err) = run(Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", script])
-        .arg(seam_bin()));
-    assert_eq!(out.trim(), "ready", "{setup_note}: {err}");
+    let (code, out, line) = start_refused(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", script])
+            .arg(seam_bin()),
+    );
+    assert_eq!(out.trim(), "ready", "{setup_note}: {line}");
+    (code, line)
+}
+
+/// Runs a command that starts the agent and must make it print exactly one
+/// line on stderr: its exit code, stdout and that line.
+fn start_refused(cmd: &mut Command) -> (i32, String, String) {
+    let (code, out, err) = run(cmd);
     let err_lines = lines(&err);
-    assert_eq!(err_lines.len(), 1, "{err}");
-    (code, err_lines[0].to_string())
+    assert_eq!(err_lines.len(), 1, "{out}{err}");
+    (code, out, err_lines[0].to_string())
 }
 
 fn assert_refused(code: i32, line: &str, needles: &[&str], before: &BTreeSet<u64>) {
@@ -388,15 +397,15 @@ async fn on_an_old_kernel_start_fails_naming_the_version() {
     let (_, release, _) =
         run(Command::new("setarch").args([std::env::consts::ARCH, "--uname-2.6", "uname", "-r"]));
     assert!(release.starts_with("2.6."), "{release}");
-    let (code, out, err) = run(Command::new("setarch")
-        .args([std::env::consts::ARCH, "--uname-2.6"])
-        .arg(seam_bin())
-        .args(["--metrics-listen", "none"]));
-    let err_lines = lines(&err);
-    assert_eq!(err_lines.len(), 1, "{out}{err}");
+    let (code, _, line) = start_refused(
+        Command::new("setarch")
+            .args([std::env::consts::ARCH, "--uname-2.6"])
+            .arg(seam_bin())
+            .args(["--metrics-listen", "none"]),
+    );
     assert_refused(
         code,
-        err_lines[0],
+        &line,
         &[
             "kernel >= 6.3 missing",
             release.trim(),
