@@ -1,63 +1,86 @@
-//! Draining the ring buffer. The reader waits on the ring's fd with tokio's
-//! `AsyncFd`, decodes everything available and hands it on in batches. It
-//! blocks when the next stage is behind, so that overload shows up where it
-//! is counted per probe: as ring buffer losses in the kernel.
-use std::sync::Arc;
-
+//! Draining the ring buffer.
+//!
+//! While events keep coming the agent polls: it drains, pauses [`PAUSE`],
+//! drains again. Only when a drain finds nothing does it wait for the
+//! kernel's wakeup, through the ring's fd in epoll. The fd is in epoll only
+//! while waiting: a registered fd would wake the runtime's I/O driver at
+//! every probe commit that finds the reader caught up, one more thread
+//! wakeup per pause for nothing (they are most of what the agent costs at
+//! low rates, see README → Performance).
 use aya::maps::{MapData, RingBuf};
 use bytes::BytesMut;
-use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tokio::io::{Interest, unix::AsyncFd};
 
 use super::decode::{Event, decode};
 use crate::metrics::{self, Counters};
 
-/// Events handed to the connection stage at most this many at a time.
-const BATCH: usize = 512;
-
-/// Pause after each drain before waiting for the ring again. A probe's
+/// Pause after a drain that found events, before draining again. A probe's
 /// commit wakes the reader only when the reader had caught up; while it
 /// pauses, commits skip the wakeup (an irq_work, and an inter-processor
 /// interrupt that is expensive in a VM, in the traced process's syscall),
 /// so events arrive in batches of up to this much time rather than one by
-/// one. 4 ms rather than 1: at 1,000 requests/s the agent wakes ~250 times a
-/// second instead of ~1,000 (see README, Performance). The connection
-/// stage's reorder window adds it; the stitch stage's window is far longer.
-pub const PAUSE: std::time::Duration = std::time::Duration::from_millis(4);
+/// one. Each wakeup costs the agent tens of microseconds however few events
+/// it brings: 10 ms rather than 1 or 4 took the agent at 1,000 requests/s
+/// from ~1,000 or ~250 wakeups a second to ~100 (README → Performance). The
+/// reorder windows of the connection and stitch stages grow with it. At
+/// full load the ring must hold this long's events: ~1 MiB of the default
+/// 16 at 50,000 requests/s.
+pub const PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
-pub async fn run(
-    ring: RingBuf<MapData>,
-    tx: mpsc::Sender<Vec<Event>>,
-    counters: Arc<Counters>,
-) -> std::io::Result<()> {
-    // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns
-    // the ring buffer, and always reports that same fd.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)?;
-    let mut arena = BytesMut::with_capacity(256 * 1024);
-    loop {
+/// The ring buffer, in epoll only while [`Ring::readable`] waits.
+pub struct Ring {
+    idle: Option<RingBuf<MapData>>,
+    waiting: Option<AsyncFd<RingBuf<MapData>>>,
+    arena: BytesMut,
+}
+
+impl Ring {
+    pub fn new(ring: RingBuf<MapData>) -> Ring {
+        Ring {
+            idle: Some(ring),
+            waiting: None,
+            arena: BytesMut::with_capacity(256 * 1024),
+        }
+    }
+
+    /// Returns once the ring holds something. Registering the fd reports
+    /// what is already there, so an event committed between the last drain
+    /// and this call is not missed.
+    pub async fn readable(&mut self) -> std::io::Result<()> {
+        if let Some(ring) = self.idle.take() {
+            // SAFETY: the ring buffer owns its map fd for as long as the
+            // AsyncFd owns the ring buffer, and always reports that same fd.
+            match unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) } {
+                Ok(fd) => self.waiting = Some(fd),
+                Err(e) => {
+                    let (ring, error) = e.into_parts();
+                    self.idle = Some(ring);
+                    return Err(error);
+                }
+            }
+        }
+        let fd = self.waiting.as_mut().expect("registered above");
         let mut guard = fd.readable_mut().await?;
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut full = Vec::new();
-        {
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                metrics::inc(&counters.events_read);
-                match decode(&item, &mut arena) {
-                    Some(event) => batch.push(event),
-                    None => metrics::inc(&counters.events_malformed),
-                }
-                if batch.len() == BATCH {
-                    full.push(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
-                }
-            }
-        }
         guard.clear_ready();
-        full.push(batch);
-        for b in full.into_iter().filter(|b| !b.is_empty()) {
-            if tx.send(b).await.is_err() {
-                return Ok(());
+        Ok(())
+    }
+
+    /// Moves every event in the ring to `out`; returns how many records it
+    /// read (malformed ones included, counted).
+    pub fn drain(&mut self, out: &mut Vec<Event>, counters: &Counters) -> usize {
+        if let Some(fd) = self.waiting.take() {
+            self.idle = Some(fd.into_inner());
+        }
+        let ring = self.idle.as_mut().expect("deregistered above");
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            n += 1;
+            match decode(&item, &mut self.arena) {
+                Some(event) => out.push(event),
+                None => metrics::inc(&counters.events_malformed),
             }
         }
-        tokio::time::sleep(PAUSE).await;
+        metrics::add(&counters.events_read, n as u64);
+        n
     }
 }

@@ -52,6 +52,13 @@ use crate::{
 };
 
 /// How linking behaves.
+/// A record can reach this stage up to the connection stage's window plus
+/// two reader pauses after its time (it waits for a drain, then for the
+/// drain that finds it out of that window); the rest is margin.
+pub const REORDER_NS: u64 = crate::conn::reorder::WINDOW_NS
+    + 2 * crate::capture::reader::PAUSE.as_nanos() as u64
+    + 10_000_000;
+
 #[derive(Clone, Debug)]
 pub struct StitchConfig {
     /// Link same-host client and server spans by connection 4-tuple.
@@ -73,7 +80,7 @@ impl Default for StitchConfig {
         Self {
             tuple_linking: true,
             thread_linking: true,
-            reorder_ns: 20_000_000,
+            reorder_ns: REORDER_NS,
             gap_threshold_ns: Some(1_000_000),
             sampler: HeadSampler::default(),
         }

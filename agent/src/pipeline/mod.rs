@@ -2,10 +2,10 @@
 //!
 //! capture (ring buffer reader) → conn (connections, protocols) → stitch
 //! (ids, parents, gaps, redaction, routes) → policy (RED metrics, sampling)
-//! → export. Each arrow is a bounded channel. The first three block when
-//! full, so overload turns into ring buffer losses the kernel counts per
-//! probe; the ones into export never block: spans that do not fit are
-//! dropped and counted.
+//! run in one task, one drain at a time ([`stages`]); the bounded queue to
+//! export never blocks: spans that do not fit are dropped and counted.
+mod stages;
+
 use std::{
     path::Path,
     sync::{Arc, atomic::Ordering::Relaxed},
@@ -13,14 +13,16 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::{signal::unix::SignalKind, sync::mpsc};
+use tokio::{
+    signal::unix::SignalKind,
+    sync::{mpsc, oneshot},
+};
 
 use crate::{
-    capture::{self, Event, ProbeStats, Probes, Selection, tls},
+    capture::{self, ProbeStats, Probes, Selection, reader::Ring, tls},
     clock::Clock,
     config::AgentConfig,
-    conn::reorder::Reorder,
-    conn::{ConnConfig, ConnTracker, Record},
+    conn::{ConnConfig, ConnTracker},
     discover::{
         self,
         k8s::{self, K8sUpdate},
@@ -37,6 +39,7 @@ use crate::{
     span::Span,
     stitch::{Stitcher, attrs::Shaper},
 };
+use stages::{Outlets, Stages};
 
 const PROC: &str = "/proc";
 
@@ -122,14 +125,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
     let traced_pids = selector.traced_pids();
     let preexisting = scan.connections.len();
-    let (event_tx, mut event_rx) = mpsc::channel::<Vec<Event>>(256);
-    let (record_tx, mut record_rx) = mpsc::channel::<Vec<Record>>(256);
-    let (policy_tx, mut policy_rx) = mpsc::channel::<Vec<Span>>(256);
     let (span_tx, span_rx) = mpsc::channel::<Vec<Span>>(1024);
     let (console_tx, console_rx) = mpsc::channel::<Vec<Span>>(1024);
-
-    let ring = probes.ring()?;
-    let mut reader = tokio::spawn(capture::reader::run(ring, event_tx, counters.clone()));
 
     let exe_names = match &config.selection {
         Selection::Allowlist { exe_names, .. } => exe_names.clone(),
@@ -144,8 +141,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         Some(selector),
         counters.clone(),
     );
-    let (k8s_tx, mut k8s_rx) = mpsc::channel::<K8sUpdate>(256);
-    let _k8s_task = match &config.k8s {
+    let (k8s_tx, k8s_rx) = mpsc::channel::<K8sUpdate>(256);
+    let (_k8s_task, k8s_rx) = match &config.k8s {
         Some(k) => {
             if let Some(mount) = k8s::find_cgroup2_mount() {
                 tracker.enable_k8s(mount);
@@ -156,167 +153,33 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 "Kubernetes mode: tracing pods of this node that opt in by label"
             );
             let k = k.clone();
-            Some(AbortOnDrop(tokio::spawn(async move {
+            let task = AbortOnDrop(tokio::spawn(async move {
                 if let Err(e) = k8s::run(k, k8s_tx).await {
                     tracing::error!(error = %e, "Kubernetes discovery stopped");
                 }
-            })))
+            }));
+            (Some(task), Some(k8s_rx))
         }
-        None => {
-            drop(k8s_tx);
-            None
-        }
+        None => (None, None),
     };
     // New executables (and the libraries their loader maps right after) are
     // checked for TLS functions shortly after exec.
     let (exec_tx, mut exec_rx) = mpsc::channel::<u32>(1024);
     let (scan_tx, mut scan_rx) = mpsc::channel::<u32>(1024);
-    let conn_observed = observed.clone();
-    let conn_task = tokio::spawn(async move {
-        let mut sweep = tokio::time::interval(Duration::from_secs(1));
-        let mut drain = tokio::time::interval(Duration::from_millis(5));
-        let mut reorder = Reorder::default();
-        let mut out = Vec::new();
-        let mut k8s_open = true;
-        loop {
-            tokio::select! {
-                batch = event_rx.recv() => match batch {
-                    Some(batch) => {
-                        for event in batch {
-                            if let Event::Exec { pid, .. } = &event {
-                                let _ = exec_tx.try_send(*pid);
-                            }
-                            reorder.push(event);
-                        }
-                        reorder.release(Clock::monotonic_now(), |e| tracker.handle(e, &mut out));
-                    }
-                    None => {
-                        reorder.flush(|e| tracker.handle(e, &mut out));
-                        let _ = record_tx.send(std::mem::take(&mut out)).await;
-                        break;
-                    }
-                },
-                _ = drain.tick(), if !reorder.is_empty() => {
-                    reorder.release(Clock::monotonic_now(), |e| tracker.handle(e, &mut out));
-                }
-                update = k8s_rx.recv(), if k8s_open => match update {
-                    Some(update) => {
-                        tracker.apply_k8s(update);
-                        conn_observed.traced_cgroups.store(tracker.traced_cgroups() as u64, Relaxed);
-                    }
-                    None => k8s_open = false,
-                },
-                _ = sweep.tick() => {
-                    tracker.sweep(Clock::monotonic_now(), &mut out);
-                    conn_observed.traced_processes.store(tracker.processes() as u64, Relaxed);
-                }
-            }
-            if !out.is_empty() && record_tx.send(std::mem::take(&mut out)).await.is_err() {
-                break;
-            }
-        }
-    });
-
-    let stitch_config = config.stitch.clone();
-    let stitch_observed = observed.clone();
-    let stitch_task = tokio::spawn(async move {
-        let mut stitcher = Stitcher::new(stitch_config, Clock::new(), shaper);
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        let mut spans = Vec::new();
-        loop {
-            tokio::select! {
-                records = record_rx.recv() => match records {
-                    Some(records) => for r in records {
-                        stitcher.push(r);
-                    },
-                    None => break,
-                },
-                _ = tick.tick() => {}
-            }
-            stitcher.release(Clock::monotonic_now(), &mut spans);
-            if !spans.is_empty() && policy_tx.send(std::mem::take(&mut spans)).await.is_err() {
-                return;
-            }
-            stitch_observed
-                .routes_overflowed
-                .store(stitcher.routes_overflowed(), Relaxed);
-        }
-        stitcher.flush(&mut spans);
-        if !spans.is_empty() {
-            let _ = policy_tx.send(spans).await;
-        }
-    });
-
-    let policy_counters = counters.clone();
-    let policy_observed = observed.clone();
-    let console_too = config.console_too;
-    let tail_config = config.tail.clone();
-    let policy_task = tokio::spawn(async move {
-        let mut tail = tail_config.map(TailSampler::new);
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        // The exporter takes spans as fast as they come; this only fills
-        // if it is starved of CPU. Such drops are said like the exporter's.
-        let mut drops = export::drops::DropLog::new(export::sender::DROP_LOG_EVERY);
-        let mut send = |spans: Vec<Span>| {
-            if spans.is_empty() {
-                return;
-            }
-            let n = spans.len() as u64;
-            if console_too {
-                let _ = console_tx.try_send(spans.clone());
-            }
-            if span_tx.try_send(spans).is_err() {
-                metrics::add(&policy_counters.spans_dropped_queue_full, n);
-                let line = drops.note(
-                    export::drops::Reason::QueueFull,
-                    n,
-                    Some("the exporter is not keeping up"),
-                    Instant::now(),
-                );
-                if let Some(line) = line {
-                    tracing::warn!("{line}");
-                }
-            }
-        };
-        let mut kept = Vec::new();
-        loop {
-            tokio::select! {
-                batch = policy_rx.recv() => match batch {
-                    Some(spans) => {
-                        let mut red = policy_observed.red.lock().expect("not poisoned");
-                        for s in &spans {
-                            red.record(s);
-                        }
-                        drop(red);
-                        metrics::add(&policy_counters.spans_created, spans.len() as u64);
-                        for s in spans {
-                            if s.flags & 1 == 0 {
-                                metrics::inc(&policy_counters.spans_unsampled);
-                            } else if let Some(t) = tail.as_mut() {
-                                t.push(s, Instant::now());
-                            } else {
-                                kept.push(s);
-                            }
-                        }
-                    }
-                    None => break,
-                },
-                _ = tick.tick() => {}
-            }
-            if let Some(t) = tail.as_mut() {
-                t.poll(Instant::now(), &mut kept);
-                *policy_observed.tail.lock().expect("not poisoned") = Some(t.stats());
-            }
-            send(std::mem::take(&mut kept));
-        }
-        if let Some(t) = tail.as_mut() {
-            t.flush(&mut kept);
-        }
-        send(kept);
-        if let Some(line) = drops.flush(Instant::now()) {
-            tracing::warn!("{line}");
-        }
-    });
+    let stages = Stages::new(
+        tracker,
+        Stitcher::new(config.stitch.clone(), Clock::new(), shaper),
+        config.tail.clone().map(TailSampler::new),
+        Outlets {
+            spans: span_tx,
+            console: config.console_too.then_some(console_tx),
+            exec: exec_tx,
+        },
+        observed.clone(),
+    );
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let ring = Ring::new(probes.ring()?);
+    let mut pipeline = tokio::spawn(stages::run(ring, stages, k8s_rx, stop_rx));
 
     let export_task = tokio::spawn(export::run(
         span_rx,
@@ -362,14 +225,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut refresh = tokio::time::interval(Duration::from_secs(2));
     let mut last_lost = 0u64;
     let mut last_report = Instant::now();
-    let mut reader_result = None;
+    let mut pipeline_result = None;
     let mut status = config.status_line.then(StatusLine::default);
     let stop = loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
-            r = &mut reader => {
-                reader_result = Some(r);
+            r = &mut pipeline => {
+                pipeline_result = Some(r);
                 break "the ring buffer reader stopped";
             }
             Some(pid) = exec_rx.recv(), if tls_on => {
@@ -409,17 +272,17 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let final_stats = probes.stats();
     // Dropping the probes detaches every program; nothing was pinned.
     drop(probes);
-    match reader_result {
+    let result = match pipeline_result {
+        Some(r) => r,
         None => {
-            reader.abort();
-            let _ = reader.await;
+            let _ = stop_tx.send(());
+            pipeline.await
         }
-        Some(Ok(Err(e))) => tracing::error!(error = %e, "reading the ring buffer failed"),
-        Some(_) => {}
+    };
+    match result.context("pipeline")? {
+        Ok(()) => {}
+        Err(e) => tracing::error!(error = %e, "reading the ring buffer failed"),
     }
-    conn_task.await.context("connection stage")?;
-    stitch_task.await.context("stitch stage")?;
-    policy_task.await.context("policy stage")?;
     if let Err(e) = export_task.await.context("export stage")? {
         tracing::error!(error = %e, "export stage failed");
     }
