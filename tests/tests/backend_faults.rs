@@ -174,17 +174,19 @@ async fn outages_and_slowness(kind: Kind) {
     );
     let created = |agent: &Agent| metric(agent, "seam_spans_created_total");
     let errors = |agent: &Agent| metric(agent, "seam_export_errors_total");
+    // Spans reach the export queue in lumps, up to 50 ms after they are made.
+    let queued = |agent: &Agent| metric(agent, "seam_export_queue_spans");
 
     // Not listening yet: connections refused.
     let mut expected = drive(nginx.port, "before", 20);
     assert!(
         wait_for(Duration::from_secs(10), || created(&agent) == 20
-            && errors(&agent) >= 2)
+            && errors(&agent) >= 2
+            && queued(&agent) == 20)
         .await,
         "{}",
         agent.log()
     );
-    assert_eq!(metric(&agent, "seam_export_queue_spans"), 20);
     receiver.listen().await;
     let spans = receiver
         .wait_until(Duration::from_secs(10), |s| s.len() >= 20)
@@ -203,12 +205,12 @@ async fn outages_and_slowness(kind: Kind) {
     expected.extend(drive(nginx.port, "during", 20));
     assert!(
         wait_for(Duration::from_secs(10), || created(&agent) == 50
-            && errors(&agent) >= before + 2)
+            && errors(&agent) >= before + 2
+            && queued(&agent) == 20)
         .await,
         "{}",
         agent.log()
     );
-    assert_eq!(metric(&agent, "seam_export_queue_spans"), 20);
     receiver.listen().await;
     receiver
         .wait_until(Duration::from_secs(10), |s| s.len() >= 50)
@@ -228,8 +230,14 @@ async fn outages_and_slowness(kind: Kind) {
     );
     // Capture is not held up by the exporter waiting for answers.
     expected.extend(drive(nginx.port, "slower", 20));
-    assert!(wait_for(Duration::from_secs(10), || created(&agent) == 90).await);
-    assert_eq!(metric(&agent, "seam_export_queue_spans"), 40);
+    assert!(
+        wait_for(Duration::from_secs(10), || created(&agent) == 90
+            && queued(&agent) == 40)
+        .await,
+        "{} queued:\n{}",
+        queued(&agent),
+        agent.log()
+    );
     receiver.set_fault(Fault::None);
     receiver
         .wait_until(Duration::from_secs(10), |s| unique_paths(s).len() >= 90)
@@ -504,6 +512,13 @@ async fn byte_bound_caps_the_queue() {
         peak = peak.max(vm_rss_kib(pid));
     }
     assert_eq!(metric(&agent, "seam_spans_created_total"), made);
+    // Spans reach the export queue in lumps (at most 50 ms after they are
+    // made): every one made is queued or dropped once the last lump is in.
+    let in_queue_or_dropped = || {
+        metric(&agent, "seam_export_queue_spans")
+            + metric(&agent, "seam_spans_dropped_queue_full_total")
+    };
+    wait_for(Duration::from_secs(5), || in_queue_or_dropped() == made).await;
     let queued = metric(&agent, "seam_export_queue_spans");
     let bytes = metric(&agent, "seam_export_queue_bytes");
     let dropped = metric(&agent, "seam_spans_dropped_queue_full_total");

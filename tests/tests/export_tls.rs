@@ -149,7 +149,10 @@ async fn system_store_trusts_or_refuses_the_collector() {
     let refusing = agent(&receiver, &nginx, &[], &[]);
     drive(&nginx, "untrusted", 7);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while refusing.metric("seam_export_errors_total").unwrap_or(0) < 2 {
+    // Spans reach the export queue in lumps, up to 50 ms after they are made.
+    while refusing.metric("seam_export_errors_total").unwrap_or(0) < 2
+        || refusing.metric("seam_export_queue_spans") != Some(7)
+    {
         assert!(Instant::now() < deadline, "{}", refusing.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -83,7 +83,7 @@ pub fn test(args: &[String], all: bool) -> anyhow::Result<()> {
     let bin = build(false)?;
     let mut c = Command::new("cargo");
     c.current_dir(root())
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .env("SEAM_BIN", &bin)
         .args(test_args(args, all));
     if all {
