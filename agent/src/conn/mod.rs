@@ -606,11 +606,12 @@ fn rebase(events: &mut [ProtoEvent], base: u64, next: &mut u64) {
 pub mod reorder;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn data(sock: u64, pid: u32, dir: Direction, bytes: &'static [u8], t: u64) -> Event {
+    /// A plaintext transfer on a connection 127.0.0.1:8000 ↔ 127.0.0.1:40000.
+    pub(crate) fn data(sock: u64, pid: u32, dir: Direction, bytes: &'static [u8], t: u64) -> Event {
         Event::Data(DataEvent {
             sock,
             pid,

@@ -293,15 +293,11 @@ async fn next_update(k8s: &mut Option<mpsc::Receiver<K8sUpdate>>) -> Option<K8sU
 mod tests {
     use std::{collections::HashMap, sync::Arc};
 
-    use bytes::Bytes;
-
     use super::*;
     use crate::{
-        capture::DataEvent,
-        conn::ConnConfig,
-        discover::sockets::Endpoints,
+        conn::{ConnConfig, tests::data},
         policy::{redact::RedactConfig, route::RouteConfig},
-        protocol::{Direction, Timing},
+        protocol::Direction,
         stitch::{StitchConfig, attrs::Shaper},
     };
 
@@ -347,31 +343,6 @@ mod tests {
         }
     }
 
-    fn data(sock: u64, dir: Direction, bytes: &'static [u8], t: u64) -> Event {
-        Event::Data(DataEvent {
-            sock,
-            pid: 100,
-            tid: 101,
-            fd: 5,
-            direction: dir,
-            tls: false,
-            role: None,
-            endpoints: Some(Endpoints {
-                local: "127.0.0.1:8000".parse().unwrap(),
-                peer: format!("127.0.0.1:{}", 40000 + sock).parse().unwrap(),
-            }),
-            timing: Timing {
-                enter_ns: t,
-                exit_ns: t + 1_000,
-            },
-            len: bytes.len() as u64,
-            payload: Bytes::from_static(bytes),
-            probe: None,
-            kernel_ctx: None,
-            lost: 0,
-        })
-    }
-
     /// `n` served requests, each on its own connection, a second in the
     /// past: older than every reorder window.
     fn served(n: u64) -> Vec<Event> {
@@ -381,12 +352,14 @@ mod tests {
                 [
                     data(
                         i,
+                        100,
                         Direction::Ingress,
                         b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
                         t + i * 10_000,
                     ),
                     data(
                         i,
+                        100,
                         Direction::Egress,
                         b"HTTP/1.1 204 No Content\r\n\r\n",
                         t + i * 10_000 + 5_000,
@@ -438,12 +411,14 @@ mod tests {
             },
             data(
                 1,
+                100,
                 Direction::Ingress,
                 b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n",
                 t,
             ),
             data(
                 1,
+                100,
                 Direction::Egress,
                 b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
                 t + 5_000,
