@@ -25,6 +25,7 @@ const IPPROTO_TCP: u16 = 6;
 /// How soon after a Go TLS call began its first syscall must come to count.
 const GO_SYSCALL_WINDOW_NS: u64 = 2_000_000;
 
+const MSG_PEEK: i32 = 2;
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_SYN_RECV: i32 = 3;
@@ -32,7 +33,7 @@ const TCP_CLOSE: i32 = 7;
 const TCP_LISTEN: i32 = 10;
 
 /// `sock:sock_send_length` / `sock:sock_recv_length` record: `sk` at 8,
-/// `family` at 16, `protocol` at 18.
+/// `family` at 16, `protocol` at 18, `ret` at 20, `flags` at 24.
 #[inline(always)]
 fn mark_transfer(ctx: &TracePointContext, recv: bool) -> u32 {
     let family: u16 = field(ctx, 16);
@@ -89,6 +90,15 @@ fn mark_transfer(ctx: &TracePointContext, recv: bool) -> u32 {
         mark_tls(sk);
     } else if fd >= 0 {
         if recv {
+            // Only a read that brought bytes can be ciphertext for the next
+            // TLS call: an end-of-file or would-block read (a closed
+            // connection's last) would name a dead socket for the thread's
+            // next connection. `flags & MSG_PEEK` reads leave the bytes.
+            let ret: i32 = field(ctx, 20);
+            let flags: i32 = field(ctx, 24);
+            if ret <= 0 || flags & MSG_PEEK != 0 {
+                return 0;
+            }
             let last = LastRead {
                 sock: sk,
                 fd,
@@ -180,7 +190,11 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
             let _ = SOCKS.insert(&sk, &info, 0);
         }
         TCP_SYN_SENT => {
-            // connect() runs in the connecting thread.
+            // connect() runs in the connecting thread. Whatever it read
+            // before is another connection's: its next TLS handshake (a
+            // memory-BIO library such as Node's writes the hello without a
+            // socket call) must not be named after that.
+            let _ = LAST_READ.remove(&bpf_get_current_pid_tgid());
             if is_traced() {
                 inject::on_connect(sk);
             }

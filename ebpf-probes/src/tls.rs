@@ -95,9 +95,11 @@ fn exit(ctx: &RetProbeContext) -> u32 {
     // the low 32 bits, sign-extended, read both right.
     let ret = ctx.ret::<i64>() as i32 as i64;
     // SSL_read/SSL_write and gnutls_record_*: bytes moved, or <= 0.
-    // The _ex variants return 1 and store the count through a pointer.
+    // The _ex variants (and OpenSSL's internal functions they and the plain
+    // ones call, hooked instead where that saves a single step) return > 0
+    // and store the count through a pointer.
     let total = if call.len_out != 0 {
-        if ret != 1 {
+        if ret <= 0 {
             return 0;
         }
         // SAFETY: user pointer read through the helper.

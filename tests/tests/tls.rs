@@ -93,7 +93,13 @@ fn paired(spans: &[SpanView], server_service: &str, client_service: &str, path: 
         let parent = spans
             .iter()
             .find(|c| c.span_id() == s.parent_id())
-            .expect("server span has its client span");
+            .unwrap_or_else(|| {
+                panic!(
+                    "{path}: the server span's parent {:?} is none of {:#?}",
+                    s.parent_id(),
+                    names(spans)
+                )
+            });
         assert!(parent.is_client() && parent.service() == client_service);
         assert_eq!(parent.attr("url.scheme").as_deref(), Some("https"));
         assert_eq!(parent.attr("url.path").as_deref(), Some(path));
@@ -289,17 +295,24 @@ async fn node_https_server_and_client() {
     let mut agent = Agent::start(&args, &[]);
     ask("/one", "200");
     ask("/missing", "404");
+    ask("/short", "200");
+    // The server has closed that connection by now; the client opens
+    // another, on the thread whose last read was the old one's end.
+    std::thread::sleep(Duration::from_millis(600));
+    ask("/again", "200");
     let _late_server = node_server(late);
     assert_eq!(
         curl(&["-k", &format!("https://127.0.0.1:{late}/late")]).0,
         200
     );
 
-    let spans = receiver.settle(6, Duration::from_secs(20)).await;
+    let spans = receiver.settle(10, Duration::from_secs(20)).await;
     assert!(agent.stop().success());
-    assert_eq!(spans.len(), 6, "{:#?}", names(&spans));
+    assert_eq!(spans.len(), 10, "{:#?}", names(&spans));
     assert_eq!(paired(&spans, "node_server", "node_client", "/one"), 1);
     assert_eq!(paired(&spans, "node_server", "node_client", "/missing"), 1);
+    assert_eq!(paired(&spans, "node_server", "node_client", "/short"), 1);
+    assert_eq!(paired(&spans, "node_server", "node_client", "/again"), 1);
     assert_eq!(paired(&spans, "node_server", "curl", "/late"), 1);
     assert!(
         spans

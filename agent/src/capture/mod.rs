@@ -5,6 +5,7 @@ pub mod gotls;
 pub mod probes;
 pub mod reader;
 pub mod tls;
+pub mod tls_site;
 pub mod tracefs;
 
 pub use decode::{CloseInfo, DataEvent, Event, IoInfo, IoKind, KernelCtx};

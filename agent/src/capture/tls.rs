@@ -10,11 +10,14 @@
 use std::{
     collections::{HashMap, HashSet},
     fs,
+    ops::Range,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+use super::tls_site::{self, Wrapper};
 
 /// Which functions of which library the TLS probes hook, as (symbol, entry
 /// program); every one also gets the shared return program.
@@ -33,6 +36,16 @@ pub const GNUTLS: &[(&str, &str)] = &[
     ("gnutls_record_recv", "tls_read"),
     ("gnutls_handshake", "tls_handshake"),
     ("gnutls_deinit", "tls_free"),
+];
+
+/// OpenSSL wrappers hooked at the internal function they call when that
+/// saves a single step (tls_site.rs): (wrapper, callee, how it passes its
+/// arguments).
+const OPENSSL_INNER: &[(&str, &str, Wrapper)] = &[
+    ("SSL_read", "ssl_read_internal", Wrapper::Plain),
+    ("SSL_read_ex", "ssl_read_internal", Wrapper::Ex),
+    ("SSL_write", "ssl_write_internal", Wrapper::Plain),
+    ("SSL_write_ex", "ssl_write_internal", Wrapper::Ex),
 ];
 
 /// One function to hook: where in the file, and with which program.
@@ -67,7 +80,7 @@ pub fn hooks_in(path: &Path) -> Result<Candidate, String> {
         object::File::parse(&*data).map_err(|e| format!("{}: not ELF: {e}", path.display()))?;
     // Symbol addresses are virtual; uprobes want file offsets, through the
     // section that holds each function.
-    let mut defined: HashMap<&str, u64> = HashMap::new();
+    let mut defined: HashMap<&str, (u64, Range<u64>)> = HashMap::new();
     for sym in file.dynamic_symbols().chain(file.symbols()) {
         if !sym.is_definition() || sym.address() == 0 {
             continue;
@@ -78,23 +91,54 @@ pub fn hooks_in(path: &Path) -> Result<Candidate, String> {
         let Ok(section) = file.section_by_index(index) else {
             continue;
         };
-        let Some((file_start, _)) = section.file_range() else {
+        let Some((file_start, file_size)) = section.file_range() else {
             continue;
         };
-        defined.insert(name, sym.address() - section.address() + file_start);
+        defined.insert(
+            name,
+            (
+                sym.address() - section.address() + file_start,
+                file_start..file_start + file_size,
+            ),
+        );
     }
+    let x86_64 = file.architecture() == object::Architecture::X86_64;
     for (library, table) in [("openssl", OPENSSL), ("gnutls", GNUTLS)] {
-        let hooks: Vec<Hook> = table
-            .iter()
-            .filter_map(|(symbol, program)| {
-                defined.get(symbol).map(|&file_offset| Hook {
-                    symbol,
-                    program,
-                    file_offset,
-                    ret: *program != "tls_free",
-                })
-            })
-            .collect();
+        let mut hooks: Vec<Hook> = Vec::new();
+        for (symbol, program) in table {
+            let Some((entry, text)) = defined.get(symbol) else {
+                continue;
+            };
+            let mut hook = Hook {
+                symbol,
+                program,
+                file_offset: *entry,
+                ret: *program != "tls_free",
+            };
+            if library == "openssl"
+                && x86_64
+                && let Some((inner, wrapper)) = OPENSSL_INNER
+                    .iter()
+                    .find(|i| i.0 == *symbol)
+                    .map(|i| (i.1, i.2))
+                && let Some(offset) = tls_site::openssl_inner(&data, text.clone(), *entry, wrapper)
+            {
+                hook = Hook {
+                    symbol: inner,
+                    program: if *program == "tls_read" || *program == "tls_read_ex" {
+                        "tls_read_ex"
+                    } else {
+                        "tls_write_ex"
+                    },
+                    file_offset: offset,
+                    ret: true,
+                };
+            }
+            // Both wrappers of one internal function are one hook.
+            if !hooks.contains(&hook) {
+                hooks.push(hook);
+            }
+        }
         // The read and write functions are the minimum.
         if hooks
             .iter()
@@ -229,9 +273,27 @@ mod tests {
             .expect("libssl.so.3 on this machine");
         let c = hooks_in(ssl).unwrap();
         assert_eq!(c.library, "openssl");
-        assert_eq!(c.hooks.len(), 8);
+        // Debian's libssl.so.3 starts SSL_read and SSL_write with a
+        // `sub` (single-stepped): both wrappers of each direction are
+        // hooked once, at the internal function they call.
         let names: Vec<&str> = c.hooks.iter().map(|h| h.symbol).collect();
-        assert!(names.contains(&"SSL_write") && names.contains(&"SSL_do_handshake"));
+        assert_eq!(
+            names,
+            [
+                "ssl_write_internal",
+                "ssl_read_internal",
+                "SSL_do_handshake",
+                "SSL_connect",
+                "SSL_accept",
+                "SSL_free"
+            ]
+        );
+        let data = fs::read(ssl).unwrap();
+        for h in &c.hooks[..2] {
+            assert!(h.program.ends_with("_ex") && h.ret, "{h:?}");
+            let at = h.file_offset as usize;
+            assert!(tls_site::emulated(&data[at..at + 2]), "{h:?}");
+        }
         assert!(c.hooks.iter().all(|h| h.file_offset > 0));
         // Scanning again finds nothing new: each file is considered once.
         assert!(f.scan_library_dirs(Path::new("/")).is_empty());
