@@ -173,6 +173,7 @@ pub fn go_hooks_in(path: &Path) -> Result<Candidate, String> {
     }
     Ok(Candidate {
         path: path.to_path_buf(),
+        single_stepped: super::tls_site::single_stepped(&data, &hooks),
         hooks,
         library: "go",
     })

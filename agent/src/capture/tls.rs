@@ -67,6 +67,9 @@ pub struct Candidate {
     pub path: PathBuf,
     pub hooks: Vec<Hook>,
     pub library: &'static str,
+    /// Hooked functions whose probed instruction the kernel single-steps
+    /// (x86-64): each call costs a debug trap, a VM exit on AMD hosts.
+    pub single_stepped: Vec<&'static str>,
 }
 
 /// Which hooks a file defines (not merely imports).
@@ -146,10 +149,15 @@ pub fn hooks_in(path: &Path) -> Result<Candidate, String> {
             .count()
             >= 2
         {
+            let single_stepped = match x86_64 {
+                true => tls_site::single_stepped(&data, &hooks),
+                false => Vec::new(),
+            };
             return Ok(Candidate {
                 path: path.to_path_buf(),
                 hooks,
                 library,
+                single_stepped,
             });
         }
     }
@@ -295,6 +303,13 @@ mod tests {
             assert!(tls_site::emulated(&data[at..at + 2]), "{h:?}");
         }
         assert!(c.hooks.iter().all(|h| h.file_offset > 0));
+        // What is left single-stepped runs once per connection.
+        for name in &c.single_stepped {
+            assert!(
+                ["SSL_connect", "SSL_accept", "SSL_free"].contains(name),
+                "{name}"
+            );
+        }
         // Scanning again finds nothing new: each file is considered once.
         assert!(f.scan_library_dirs(Path::new("/")).is_empty());
         assert!(hooks_in(Path::new("/bin/sh")).is_err());

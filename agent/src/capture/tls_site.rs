@@ -41,6 +41,19 @@ pub fn emulated(code: &[u8]) -> bool {
     )
 }
 
+/// The functions (once each) of `hooks` whose probed instruction in `data`
+/// is not [`emulated`].
+pub fn single_stepped(data: &[u8], hooks: &[super::tls::Hook]) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for h in hooks {
+        let code = data.get(h.file_offset as usize..).unwrap_or_default();
+        if !emulated(code) && !out.contains(&h.symbol) {
+            out.push(h.symbol);
+        }
+    }
+    out
+}
+
 /// How a wrapper passes its arguments to the internal function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wrapper {

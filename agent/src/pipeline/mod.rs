@@ -310,6 +310,7 @@ fn hook_tls(
                     library = candidate.library,
                     path = %candidate.path.display(),
                     functions = n,
+                    single_stepped = ?candidate.single_stepped,
                     "TLS: hooked"
                 );
                 finder.attached.push(candidate);
