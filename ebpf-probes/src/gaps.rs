@@ -13,7 +13,7 @@ use crate::{
     ctx::syscall_ret,
     ctx::{field, syscall_arg},
     emit::{count, output},
-    maps::{Active, CONFIG, EVENTS, OFF_CPU, OPENING, OffCpu, SERVING, Scratch, Serving},
+    maps::{Active, CONFIG, EVENTS, OFF_CPU, OPENING, OffCpu, SERVING, Scratch, Serving, put},
     syscalls::{begin, finish},
 };
 
@@ -27,6 +27,13 @@ const METHOD_PREFIXES: [u32; 7] = [
     u32::from_le_bytes(*b"PATC"),
     u32::from_le_bytes(*b"OPTI"),
 ];
+
+/// Whether the thread `id` has read a request it has not answered.
+#[inline(always)]
+fn serving(id: u64) -> bool {
+    // SAFETY: read-only lookup.
+    unsafe { SERVING.get(&id) }.is_some_and(|s| s.sock != 0)
+}
 
 #[inline(always)]
 fn threshold() -> Option<u64> {
@@ -48,11 +55,13 @@ pub fn track_serving(
         return;
     }
     if active.egress != 0 {
-        // SAFETY: plain value read.
-        if let Some(s) = unsafe { SERVING.get(&id) }
-            && s.sock == active.sock
-        {
-            let _ = SERVING.remove(&id);
+        if let Some(s) = SERVING.get_ptr_mut(&id) {
+            // SAFETY: map value pointer valid for this program run.
+            unsafe {
+                if (*s).sock == active.sock {
+                    (*s).sock = 0;
+                }
+            }
         }
         return;
     }
@@ -73,7 +82,7 @@ pub fn track_serving(
             sock: active.sock,
             since: unsafe { bpf_ktime_get_ns() },
         };
-        let _ = SERVING.insert(&id, &serving, 0);
+        put(&SERVING, &id, &serving);
     }
 }
 
@@ -87,8 +96,7 @@ pub fn file_io(id: u64, active: &Active, bytes: u64) {
     if now.saturating_sub(active.ts_enter) < threshold {
         return;
     }
-    // SAFETY: read-only lookup.
-    if unsafe { SERVING.get(&id) }.is_none() {
+    if !serving(id) {
         return;
     }
     let op = match Probe::from_id(active.probe) {
@@ -182,8 +190,7 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
     };
     let now = unsafe { bpf_ktime_get_ns() };
     let prev = bpf_get_current_pid_tgid();
-    // SAFETY: read-only lookup.
-    if unsafe { SERVING.get(&prev) }.is_some() {
+    if serving(prev) {
         let state: i64 = field(&ctx, 32);
         let off = OffCpu {
             since: now,
@@ -192,14 +199,22 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
             blocked: u32::from(state & 3 != 0),
             _pad: 0,
         };
-        let _ = OFF_CPU.insert(&(prev as u32), &off, 0);
+        put(&OFF_CPU, &(prev as u32), &off);
     }
     let next: u32 = field(&ctx, 56);
-    // SAFETY: plain value copied out before removal.
-    let Some(off) = (unsafe { OFF_CPU.get(&next) }).copied() else {
+    let Some(slot) = OFF_CPU.get_ptr_mut(&next) else {
         return 0;
     };
-    let _ = OFF_CPU.remove(&next);
+    // SAFETY: map value pointer valid for this program run; copied out
+    // before the slot is marked unused.
+    let off = unsafe {
+        let off = *slot;
+        (*slot).since = 0;
+        off
+    };
+    if off.since == 0 {
+        return 0;
+    }
     if now.saturating_sub(off.since) < threshold {
         return 0;
     }
@@ -230,9 +245,8 @@ pub fn enter_openat(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let id = bpf_get_current_pid_tgid();
-    // SAFETY: read-only lookup.
-    if unsafe { SERVING.get(&id) }.is_some() {
-        let _ = OPENING.insert(&id, &syscall_arg(&ctx, 1), 0);
+    if serving(id) {
+        put(&OPENING, &id, &syscall_arg(&ctx, 1));
     }
     0
 }
@@ -241,11 +255,18 @@ pub fn enter_openat(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn exit_openat(ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
-    // SAFETY: plain value copied out before removal.
-    let Some(name) = (unsafe { OPENING.get(&id) }).copied() else {
+    let Some(slot) = OPENING.get_ptr_mut(&id) else {
         return 0;
     };
-    let _ = OPENING.remove(&id);
+    // SAFETY: map value pointer valid for this program run.
+    let name = unsafe {
+        let name = *slot;
+        *slot = 0;
+        name
+    };
+    if name == 0 {
+        return 0;
+    }
     let fd = syscall_ret(&ctx);
     if fd < 0 {
         return 0;

@@ -27,7 +27,7 @@ use seam_common::{MAX_CAPTURE, TraceCtx, ctx, flag};
 
 use crate::maps::{
     Active, CONFIG, CtxOnSock, HEAD_SCAN, INJECT_BUF, INJECT_SOCKS, INJECT_STATE, INJECTED,
-    InjectState, SOCKHASH, Scratch, THREAD_CTX,
+    InjectState, SOCKHASH, SPAN_WORK, Scratch, THREAD_CTX,
 };
 
 /// Bytes of a message looked at for a request head.
@@ -192,7 +192,7 @@ extern "C" fn head_step(i: u64, ctx: *mut c_void) -> i64 {
 /// Scans the request head in `buf[..len]` (`len <= HEAD_WINDOW`) with
 /// `bpf_loop` (Linux 5.17+), into this CPU's `slot` of [`HEAD_SCAN`].
 #[inline(always)]
-fn scan_head(buf: *const u8, len: usize, slot: u32) -> Option<Head> {
+fn scan_head(buf: *const u8, len: usize, slot: u32) -> Option<&'static Head> {
     let head = HEAD_SCAN.get_ptr_mut(slot)?;
     // SAFETY: this CPU's map value.
     unsafe {
@@ -214,7 +214,7 @@ fn scan_head(buf: *const u8, len: usize, slot: u32) -> Option<Head> {
             (&mut scan as *mut Scan).cast(),
             0,
         );
-        Some(*head)
+        Some(&*head)
     }
 }
 
@@ -326,11 +326,12 @@ fn randomness(trace: &[u8; 16]) -> u64 {
     v
 }
 
-/// A new span: child of `parent`'s span if given (its trace and flags),
-/// else the root of a new trace, sampled by the configured threshold.
+/// A new span into `c`: child of `parent`'s span if given (its trace and
+/// flags), else the root of a new trace, sampled by the configured threshold.
+/// Written in place: callers keep it in map memory, off the small BPF stack.
 #[inline(always)]
-fn new_span(parent: Option<&TraceCtx>) -> TraceCtx {
-    let mut c = TraceCtx::default();
+fn new_span(parent: Option<&TraceCtx>, c: &mut TraceCtx) {
+    *c = TraceCtx::default();
     random_bytes(&mut c.span_id);
     match parent {
         Some(p) => {
@@ -346,7 +347,6 @@ fn new_span(parent: Option<&TraceCtx>) -> TraceCtx {
             c.has = ctx::SET;
         }
     }
-    c
 }
 
 /// Whether injection is configured.
@@ -384,13 +384,15 @@ pub fn after_transfer(
         if unsafe { THREAD_CTX.get(&id) }.is_some_and(|t| t.sock == active.sock) {
             let _ = THREAD_CTX.remove(&id);
         }
-        // SAFETY: plain value copied out before removal.
-        if let Some(sent) = unsafe { INJECTED.get(&id) }.copied() {
-            let _ = INJECTED.remove(&id);
-            if sent.sock == active.sock {
-                // SAFETY: this CPU's scratch record.
-                unsafe { (*scratch).header.ctx = sent.ctx };
+        if let Some(sent) = INJECTED.get_ptr(&id) {
+            // SAFETY: map value pointer valid for this program run; the
+            // context is copied before the entry is removed.
+            unsafe {
+                if (*sent).sock == active.sock {
+                    (*scratch).header.ctx = (*sent).ctx;
+                }
             }
+            let _ = INJECTED.remove(&id);
         }
         return;
     }
@@ -410,23 +412,24 @@ pub fn after_transfer(
     let Some(head) = scan_head(data, len, SLOT_TRANSFER) else {
         return;
     };
-    let mut found = TraceCtx::default();
-    let parent = (head.traceparent_at != 0
-        && parse_traceparent(data, head.traceparent_at as usize, len, &mut found))
-    .then_some(found);
-    let span = new_span(parent.as_ref());
+    let traceparent_at = head.traceparent_at as usize;
+    let Some(work) = SPAN_WORK.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's map value, used by nothing else during this run.
+    let work = unsafe { &mut *work };
+    let has_parent =
+        traceparent_at != 0 && parse_traceparent(data, traceparent_at, len, &mut work.parent);
+    new_span(has_parent.then_some(&work.parent), &mut work.entry.ctx);
     // SAFETY: plain value read.
     let ambiguous =
         unsafe { THREAD_CTX.get(&id) }.is_some_and(|t| t.sock != active.sock || t.ambiguous != 0);
-    let entry = CtxOnSock {
-        ctx: span,
-        sock: active.sock,
-        ambiguous: u32::from(ambiguous),
-        _pad: 0,
-    };
-    let _ = THREAD_CTX.insert(&id, &entry, 0);
+    work.entry.sock = active.sock;
+    work.entry.ambiguous = u32::from(ambiguous);
+    work.entry._pad = 0;
+    let _ = THREAD_CTX.insert(&id, &work.entry, 0);
     // SAFETY: this CPU's scratch record.
-    unsafe { (*scratch).header.ctx = span };
+    unsafe { (*scratch).header.ctx = work.entry.ctx };
 }
 
 /// `sk_msg` on the sockhash (Linux 4.20+ for bpf_msg_push_data): inserts the
@@ -545,7 +548,8 @@ fn try_inject(ctx: &SkMsgContext) -> Result<(), ()> {
     let serving = unsafe { THREAD_CTX.get(&id) }
         .filter(|s| s.ambiguous == 0)
         .map(|s| s.ctx);
-    let span = new_span(serving.as_ref());
+    let mut span = TraceCtx::default();
+    new_span(serving.as_ref(), &mut span);
     let at = head.line_end as u32;
     ctx.push_data(at, HEADER_LEN as u32, 0).map_err(|_| ())?;
     // SAFETY: linearise the inserted bytes to write them.

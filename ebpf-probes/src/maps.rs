@@ -6,6 +6,25 @@ use aya_ebpf::{
 };
 use seam_common::{Config, DataHeader, MAX_CAPTURE, STATS_LEN, TraceCtx, Tuple};
 
+/// Stores `value` under `key`, in place when the key has an entry already.
+/// An update allocates a new element and frees the old one under the LRU's
+/// locks; a write through the lookup's pointer does neither. That is why the
+/// per-thread maps below keep an entry per thread and mark it unused (a zero
+/// field, named at each map) instead of deleting it: in a traced server every
+/// syscall would otherwise pay for an insert and a delete.
+#[inline(always)]
+pub fn put<K, V: Copy>(map: &LruHashMap<K, V>, key: &K, value: &V) {
+    match map.get_ptr_mut(key) {
+        // SAFETY: map value pointer valid for this program run; these maps
+        // are keyed by thread (or hold a single word), so no other CPU
+        // writes the entry meanwhile.
+        Some(slot) => unsafe { *slot = *value },
+        None => {
+            let _ = map.insert(key, value, 0);
+        }
+    }
+}
+
 /// All records for the agent. The agent may resize it at load time.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
@@ -40,7 +59,7 @@ pub static TRACED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
 
 /// A socket transfer between its `sys_enter_*` and `sys_exit_*`, keyed by
-/// pid_tgid. `sock` is filled in by `sock:sock_{send,recv}_length` when the fd
+/// pid_tgid; `ts_enter` 0 when the thread is in no such syscall. `sock` is filled in by `sock:sock_{send,recv}_length` when the fd
 /// turns out to be a TCP socket; transfers that never get one are dropped.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -67,7 +86,7 @@ pub struct Serving {
     pub since: u64,
 }
 
-/// Serving threads, keyed by pid_tgid.
+/// Serving threads, keyed by pid_tgid; `sock` 0 when not serving.
 #[map]
 pub static SERVING: LruHashMap<u64, Serving> = LruHashMap::with_max_entries(16384, 0);
 
@@ -81,6 +100,7 @@ pub struct OffCpu {
     pub _pad: u32,
 }
 
+/// Keyed by tid; `since` 0 when the thread is not away.
 #[map]
 pub static OFF_CPU: LruHashMap<u32, OffCpu> = LruHashMap::with_max_entries(16384, 0);
 
@@ -118,7 +138,8 @@ pub struct Scratch {
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// `openat` filename pointers of serving threads between enter and exit.
+/// `openat` filename pointers of serving threads between enter and exit
+/// (0 outside).
 #[map]
 pub static OPENING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 
@@ -248,6 +269,17 @@ pub static THREAD_CTX: LruHashMap<u64, CtxOnSock> = LruHashMap::with_max_entries
 /// syscall's record; keyed by pid_tgid.
 #[map]
 pub static INJECTED: LruHashMap<u64, CtxOnSock> = LruHashMap::with_max_entries(16384, 0);
+
+/// Where the tracepoints build a server request's span (the parent read
+/// from its head, then the span): per CPU, as the BPF stack is too small.
+#[repr(C)]
+pub struct SpanWork {
+    pub parent: TraceCtx,
+    pub entry: CtxOnSock,
+}
+
+#[map]
+pub static SPAN_WORK: PerCpuArray<SpanWork> = PerCpuArray::with_max_entries(1, 0);
 
 /// Room to look at the head of an outgoing message.
 #[map]

@@ -13,7 +13,7 @@ use crate::{
     inject,
     maps::{
         ACTIVE, FD_SOCKS, GO_CALLS, GO_THREAD, GoKey, LAST_READ, LastRead, PENDING_WRITES,
-        SOCK_SEEN, SOCKS, SockInfo, TLS_CALLS, TLS_SOCKS, TRACED_PIDS, TRACED_PORTS,
+        SOCK_SEEN, SOCKS, SockInfo, TLS_CALLS, TLS_SOCKS, TRACED_PIDS, TRACED_PORTS, put,
     },
     tls::mark_tls,
 };
@@ -44,14 +44,22 @@ fn mark_transfer(ctx: &TracePointContext, recv: bool) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let sk: u64 = field(ctx, 8);
     let mut fd = -1;
-    if let Some(active) = ACTIVE.get_ptr_mut(&id) {
+    if let Some(active) = ACTIVE.get_ptr_mut(&id)
         // SAFETY: map value pointer valid for this program run.
+        && unsafe { (*active).ts_enter } != 0
+    {
+        // SAFETY: as above.
         unsafe {
             (*active).sock = sk;
             fd = (*active).fd;
         }
         if fd >= 0 {
-            let _ = FD_SOCKS.insert(&((id & !0xffff_ffff) | fd as u32 as u64), &sk, 0);
+            let key = (id & !0xffff_ffff) | fd as u32 as u64;
+            // Written only when it changes: a lookup is much cheaper.
+            // SAFETY: read-only lookup.
+            if unsafe { FD_SOCKS.get(&key) } != Some(&sk) {
+                let _ = FD_SOCKS.insert(&key, &sk, 0);
+            }
         }
     }
     if let Some(thread) = GO_THREAD.get_ptr(&id) {
@@ -104,12 +112,21 @@ fn mark_transfer(ctx: &TracePointContext, recv: bool) -> u32 {
                 fd,
                 _pad: 0,
             };
-            let _ = LAST_READ.insert(&id, &last, 0);
+            put(&LAST_READ, &id, &last);
         } else {
             release_write(id, sk, fd);
         }
     }
     0
+}
+
+/// Marks the thread's last read unused (`sock` 0).
+#[inline(always)]
+pub fn forget_read(id: u64) {
+    if let Some(last) = LAST_READ.get_ptr_mut(&id) {
+        // SAFETY: map value pointer valid for this program run.
+        unsafe { (*last).sock = 0 };
+    }
 }
 
 /// The thread's first socket write after a TLS write of an unknown
@@ -194,7 +211,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
             // before is another connection's: its next TLS handshake (a
             // memory-BIO library such as Node's writes the hello without a
             // socket call) must not be named after that.
-            let _ = LAST_READ.remove(&bpf_get_current_pid_tgid());
+            forget_read(bpf_get_current_pid_tgid());
             if is_traced() {
                 inject::on_connect(sk);
             }

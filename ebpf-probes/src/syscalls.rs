@@ -14,7 +14,7 @@ use crate::{
     emit::{copy_user, output_data},
     filter::is_traced,
     gaps, inject,
-    maps::{ACTIVE, Active, SCRATCH, SOCK_SEEN, SOCK_TLS, SOCKS, Scratch, SockInfo},
+    maps::{ACTIVE, Active, SCRATCH, SOCK_SEEN, SOCK_TLS, SOCKS, Scratch, SockInfo, put},
 };
 
 /// `MSG_PEEK`: the bytes will be read again, so a peek is not a transfer.
@@ -38,7 +38,7 @@ pub fn begin(probe: Probe, fd: u64, buf: u64, iovcnt: u64, vectored: bool, egres
         vectored: vectored as u32,
         egress: egress as u32,
     };
-    let _ = ACTIVE.insert(&bpf_get_current_pid_tgid(), &active, 0);
+    put(&ACTIVE, &bpf_get_current_pid_tgid(), &active);
     0
 }
 
@@ -53,36 +53,63 @@ fn msghdr_iov(msg: u64) -> Option<(u64, u64)> {
     }
 }
 
+/// A socket transfer whose record is filled and not yet sent.
+struct Filled {
+    id: u64,
+    active: Active,
+    sock_flags: u32,
+    scratch: *mut Scratch,
+    filled: usize,
+}
+
 #[inline(always)]
 pub fn finish(ctx: &TracePointContext) -> u32 {
-    let _ = try_finish(ctx);
+    // Filling and injection bookkeeping run one after the other, not one
+    // inside the other: the verifier adds up the frames of nested calls
+    // (512 bytes in all), and both frames are large.
+    if let Ok(r) = try_finish(ctx) {
+        inject::after_transfer(r.id, &r.active, r.sock_flags, r.scratch, r.filled);
+        if let Some(probe) = Probe::from_id(r.active.probe) {
+            output_data(probe, r.scratch, r.filled);
+        }
+    }
     0
 }
 
-fn try_finish(ctx: &TracePointContext) -> Result<u32, u32> {
+#[inline(never)]
+fn try_finish(ctx: &TracePointContext) -> Result<Filled, u32> {
     let id = bpf_get_current_pid_tgid();
-    // SAFETY: plain value copied out before the entry is removed.
-    let active = unsafe { *ACTIVE.get(&id).ok_or(0u32)? };
-    let _ = ACTIVE.remove(&id);
+    let slot = ACTIVE.get_ptr_mut(&id).ok_or(0u32)?;
+    // SAFETY: map value pointer valid for this program run; the value is
+    // copied out before the slot is marked unused.
+    let active = unsafe {
+        let active = *slot;
+        (*slot).ts_enter = 0;
+        active
+    };
+    if active.ts_enter == 0 {
+        return Err(0);
+    }
     let ret = syscall_ret(ctx);
     if active.sock == 0 {
         // Not a TCP transfer: perhaps slow file I/O of a serving thread.
         if ret >= 0 {
             gaps::file_io(id, &active, ret as u64);
         }
-        return Ok(0);
+        return Err(0);
     }
     if ret <= 0 {
-        return Ok(0);
+        return Err(0);
     }
-    let Some((sock_flags, scratch, filled)) = report(id, &active, ret as u64, false) else {
-        return Ok(0);
-    };
+    let (sock_flags, scratch, filled) = report(id, &active, ret as u64, false).ok_or(0u32)?;
     gaps::track_serving(id, &active, sock_flags, scratch, filled);
-    inject::after_transfer(id, &active, sock_flags, scratch, filled);
-    let probe = Probe::from_id(active.probe).ok_or(0u32)?;
-    output_data(probe, scratch, filled);
-    Ok(0)
+    Ok(Filled {
+        id,
+        active,
+        sock_flags,
+        scratch,
+        filled,
+    })
 }
 
 /// Fills this CPU's scratch record for a transfer of `total` bytes on
