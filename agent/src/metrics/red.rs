@@ -2,9 +2,9 @@
 //! sampled or not: the `http.server.request.duration` and
 //! `http.client.request.duration` histograms of the OpenTelemetry HTTP
 //! semantic conventions, with their bucket boundaries and attributes.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt::Write as _};
 
-use crate::span::{Span, SpanKind, Value};
+use crate::span::{Span, SpanKind};
 
 /// Seconds; the boundaries the HTTP conventions recommend.
 pub const BUCKETS: [f64; 14] = [
@@ -61,7 +61,7 @@ impl Histogram {
 }
 
 /// Identity of a series.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SeriesKey {
     pub metric: &'static str,
     pub service: String,
@@ -72,6 +72,9 @@ pub struct SeriesKey {
 #[derive(Debug, Default)]
 pub struct RedMetrics {
     pub series: BTreeMap<SeriesKey, Histogram>,
+    /// The key of the span being recorded, written into the strings of the
+    /// previous one: a span of a known series allocates nothing.
+    scratch: SeriesKey,
 }
 
 impl RedMetrics {
@@ -85,19 +88,34 @@ impl RedMetrics {
         if span.attributes.get("http.request.method").is_none() {
             return;
         }
-        let attributes = keys
-            .iter()
-            .filter_map(|k| span.attributes.get(k).map(|v| (*k, Value::to_string(v))))
-            .collect();
-        let key = SeriesKey {
-            metric,
-            service: span.resource.service_name().to_string(),
-            attributes,
-        };
-        self.series
-            .entry(key)
-            .or_default()
-            .record(span.duration_ns() as f64 / 1e9, span.end_unix_ns);
+        let key = &mut self.scratch;
+        key.metric = metric;
+        key.service.clear();
+        key.service.push_str(span.resource.service_name());
+        let mut n = 0;
+        for k in keys {
+            let Some(v) = span.attributes.get(k) else {
+                continue;
+            };
+            if n == key.attributes.len() {
+                key.attributes.push((k, String::new()));
+            }
+            let slot = &mut key.attributes[n];
+            slot.0 = k;
+            slot.1.clear();
+            let _ = write!(slot.1, "{v}");
+            n += 1;
+        }
+        key.attributes.truncate(n);
+        let seconds = span.duration_ns() as f64 / 1e9;
+        match self.series.get_mut(&self.scratch) {
+            Some(h) => h.record(seconds, span.end_unix_ns),
+            None => self
+                .series
+                .entry(self.scratch.clone())
+                .or_default()
+                .record(seconds, span.end_unix_ns),
+        }
     }
 
     /// Requests counted in every series of `metric`.
@@ -185,5 +203,40 @@ mod tests {
             1,
             "20 s is past the last boundary"
         );
+    }
+
+    /// The key is rebuilt in the previous span's strings: a span with fewer
+    /// attributes, another service or kind must not keep any of them.
+    #[test]
+    fn series_key_carries_nothing_over() {
+        let mut m = RedMetrics::default();
+        let mut failed = span(SpanKind::Server, 500, 3);
+        failed.attributes.set("error.type", "500");
+        m.record(&failed);
+        m.record(&span(SpanKind::Server, 500, 3));
+        let mut other = span(SpanKind::Server, 500, 3);
+        other.resource = Arc::new(Resource {
+            attributes: {
+                let mut r = Attributes::default();
+                r.set("service.name", "payment");
+                r
+            },
+        });
+        m.record(&other);
+        m.record(&span(SpanKind::Server, 500, 3));
+        let keys: Vec<_> = m.series.iter().map(|(k, h)| (k, h.count)).collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        let with_error = keys
+            .iter()
+            .filter(|(k, _)| k.attributes.iter().any(|(n, _)| *n == "error.type"))
+            .collect::<Vec<_>>();
+        assert_eq!(with_error.len(), 1);
+        assert_eq!(with_error[0].1, 1);
+        let plain = keys
+            .iter()
+            .find(|(k, _)| k.service == "order" && k.attributes.len() == 3)
+            .unwrap();
+        assert_eq!(plain.1, 2);
+        assert!(keys.iter().any(|(k, n)| k.service == "payment" && *n == 1));
     }
 }
