@@ -20,6 +20,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use seam::protocol::headers::Headers;
 use seam::policy::{
     redact::{REDACTED, RedactConfig, Redactor, percent_decode},
     route::{OVERFLOW_ROUTE, RouteConfig, RouteSource, Router, infer_route},
@@ -151,11 +152,7 @@ fuzz_target!(|input: &[u8]| {
     check_path(r, first, keep_values);
     check_url(r, first, keep_values);
 
-    let headers: Vec<(String, String)> = lines
-        .iter()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let headers: Headers = lines.iter().filter_map(|l| l.split_once(':')).collect();
     let exported = r.request_headers(&headers);
     assert!(exported.len() <= headers.len());
     for (i, (k, _)) in exported.iter().enumerate() {

@@ -13,7 +13,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use seam::{
-    protocol::{Request, http1::RequestHead},
+    protocol::{Request, headers::Headers, http1::RequestHead},
     stitch::{
         b3::{self, B3},
         propagation, traceparent,
@@ -64,10 +64,10 @@ fuzz_target!(|input: &[u8]| {
     });
     check_b3(multi);
 
-    let headers: Vec<(String, String)> = lines
+    let headers: Headers = lines
         .iter()
         .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .map(|(k, v)| (k.trim(), v.trim()))
         .collect();
     let request = Request::Http(RequestHead {
         method: "GET".into(),

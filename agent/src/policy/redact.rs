@@ -28,6 +28,8 @@
 //!   semantic conventions ask.
 use regex::Regex;
 
+use crate::protocol::headers::Headers;
+
 pub const REDACTED: &str = "REDACTED";
 
 /// Headers that carry credentials and are never exported.
@@ -230,17 +232,13 @@ impl Redactor {
         out
     }
 
-    fn headers_with_prefix(
-        &self,
-        prefix: &str,
-        headers: &[(String, String)],
-    ) -> Vec<(String, String)> {
+    fn headers_with_prefix(&self, prefix: &str, headers: &Headers) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
         // Nothing is exported without an allowlist (the default).
         if self.allow.is_empty() {
             return out;
         }
-        for (name, value) in headers {
+        for (name, value) in headers.iter() {
             let name = name.trim().to_ascii_lowercase();
             if NEVER_EXPORTED_HEADERS.contains(&name.as_str()) || !self.allow.contains(&name) {
                 continue;
@@ -259,12 +257,12 @@ impl Redactor {
     }
 
     /// Allowlisted request headers as `http.request.header.<name>` attributes.
-    pub fn request_headers(&self, headers: &[(String, String)]) -> Vec<(String, String)> {
+    pub fn request_headers(&self, headers: &Headers) -> Vec<(String, String)> {
         self.headers_with_prefix("http.request.header.", headers)
     }
 
     /// Allowlisted response headers as `http.response.header.<name>` attributes.
-    pub fn response_headers(&self, headers: &[(String, String)]) -> Vec<(String, String)> {
+    pub fn response_headers(&self, headers: &Headers) -> Vec<(String, String)> {
         self.headers_with_prefix("http.response.header.", headers)
     }
 
@@ -550,7 +548,7 @@ mod tests {
     #[test]
     fn headers_need_the_allowlist() {
         let r = redactor();
-        let h = hdrs(&[("User-Agent", "curl"), ("Accept", "*/*")]);
+        let h = Headers::from(vec![("User-Agent", "curl"), ("Accept", "*/*")]);
         assert!(r.request_headers(&h).is_empty());
         assert!(r.response_headers(&h).is_empty());
 
@@ -558,7 +556,7 @@ mod tests {
             header_allowlist: vec!["user-agent".into(), " X-Request-ID ".into()],
             ..RedactConfig::default()
         });
-        let h = hdrs(&[
+        let h = Headers::from(vec![
             ("USER-AGENT", "curl/8"),
             ("x-request-id", "abc"),
             ("Accept", "*/*"),
@@ -606,10 +604,10 @@ mod tests {
                 .collect(),
             ..RedactConfig::default()
         });
-        let h: Vec<(String, String)> = names
+        let h: Headers = names
             .iter()
-            .map(|n| (n.to_string(), "secret".to_string()))
-            .chain([("X-OK".to_string(), "fine".to_string())])
+            .map(|n| (*n, "secret"))
+            .chain([("X-OK", "fine")])
             .collect();
         assert_eq!(
             r.request_headers(&h),
@@ -628,7 +626,7 @@ mod tests {
             ..RedactConfig::default()
         });
         assert_eq!(
-            r.request_headers(&hdrs(&[("From", "jane@example.com")])),
+            r.request_headers(&Headers::from(vec![("From", "jane@example.com")])),
             hdrs(&[("http.request.header.from", "REDACTED")])
         );
     }

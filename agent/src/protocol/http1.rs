@@ -9,7 +9,7 @@ use std::{collections::VecDeque, sync::Arc};
 
 use bytes::BytesMut;
 
-use super::{Direction, Timing};
+use super::{Direction, Timing, headers::Headers};
 
 /// Largest head accepted; larger ones are junk or an attack.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -23,13 +23,13 @@ pub struct RequestHead {
     pub target: String,
     /// `1.0` or `1.1`.
     pub version: &'static str,
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
 }
 
 impl RequestHead {
     /// First value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        header(&self.headers, name)
+        self.headers.get(name)
     }
 }
 
@@ -38,20 +38,13 @@ impl RequestHead {
 pub struct ResponseHead {
     pub status: u16,
     pub version: &'static str,
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
 }
 
 impl ResponseHead {
     pub fn header(&self, name: &str) -> Option<&str> {
-        header(&self.headers, name)
+        self.headers.get(name)
     }
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
 }
 
 /// What one transfer revealed about the connection.
@@ -850,7 +843,7 @@ enum Framing {
     UntilClose,
 }
 
-fn is_chunked(headers: &[(String, String)]) -> bool {
+fn is_chunked(headers: &Headers) -> bool {
     headers
         .iter()
         .filter(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"))
@@ -861,8 +854,10 @@ fn is_chunked(headers: &[(String, String)]) -> bool {
         })
 }
 
-fn content_length(headers: &[(String, String)]) -> Option<u64> {
-    header(headers, "content-length").and_then(|v| v.trim().parse().ok())
+fn content_length(headers: &Headers) -> Option<u64> {
+    headers
+        .get("content-length")
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// RFC 9112 §6.3 for requests: chunked, else Content-Length, else no body.
@@ -927,16 +922,13 @@ fn version(v: Option<u8>) -> Option<&'static str> {
     }
 }
 
-fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).trim().to_string(),
-            )
-        })
-        .collect()
+fn owned_headers(headers: &[httparse::Header<'_>]) -> Headers {
+    let bytes = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
+    let mut out = Headers::with_capacity(headers.len(), bytes);
+    for h in headers {
+        out.push_raw(h.name, h.value);
+    }
+    out
 }
 
 fn parse_request(bytes: &[u8]) -> Option<RequestHead> {

@@ -4,6 +4,7 @@
 //! decided from its first bytes ([`detect`]), never from its port. The
 //! connection and span machinery around them is shared.
 pub mod detect;
+pub mod headers;
 mod held;
 pub mod http1;
 pub mod http2;

@@ -8,7 +8,7 @@ use crate::{
         redact::{RedactConfig, Redactor},
         route::{RouteConfig, Router, span_name},
     },
-    protocol::{Exchange, Role, http1, http2, postgres, redis},
+    protocol::{Exchange, Role, headers::Headers, http1, http2, postgres, redis},
     span::{Attributes, SpanKind, Status},
 };
 
@@ -108,9 +108,9 @@ pub fn span_for(
 /// An HTTP/2 exchange in the HTTP/1 shape, so both get the same
 /// attributes (`:authority` stands in for `Host`).
 fn as_http1(x: &http2::H2Exchange) -> http1::Exchange {
-    let mut headers = x.request.headers.clone();
+    let mut headers: Headers = x.request.headers.iter().map(|(k, v)| (k, v)).collect();
     if let Some(a) = &x.request.authority {
-        headers.push(("host".to_string(), a.clone()));
+        headers.push("host", a);
     }
     http1::Exchange {
         seq: x.seq,
@@ -128,7 +128,7 @@ fn as_http1(x: &http2::H2Exchange) -> http1::Exchange {
         response: http1::ResponseHead {
             status: x.status.unwrap_or(0),
             version: "2",
-            headers: x.response_headers.clone(),
+            headers: x.response_headers.iter().map(|(k, v)| (k, v)).collect(),
         },
         request_start: x.request_start,
         request_end: x.request_end,
@@ -442,7 +442,7 @@ mod tests {
             response: ResponseHead {
                 status,
                 version: "1.1",
-                headers: vec![],
+                headers: Default::default(),
             },
             request_start: Timing::default(),
             request_end: Timing::default(),

@@ -35,7 +35,7 @@ mod tests {
                 method: method.into(),
                 target: target.into(),
                 version: "1.1",
-                headers: vec![],
+                headers: Default::default(),
             }
             .into(),
         )

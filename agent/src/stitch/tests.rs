@@ -88,7 +88,7 @@ impl World {
                 response: ResponseHead {
                     status: 200,
                     version: "1.1",
-                    headers: vec![],
+                    headers: Default::default(),
                 },
                 request_start: start,
                 request_end: start,
