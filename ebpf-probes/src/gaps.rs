@@ -13,7 +13,9 @@ use crate::{
     ctx::syscall_ret,
     ctx::{field, syscall_arg},
     emit::{count, output},
-    maps::{Active, CONFIG, EVENTS, OFF_CPU, OPENING, OffCpu, SERVING, Scratch, Serving, put},
+    maps::{
+        Active, CONFIG, EVENTS, OFF_CPU, OPENING, OffCpu, SERVING, Scratch, Serving, put, take,
+    },
     syscalls::{begin, finish},
 };
 
@@ -202,19 +204,9 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
         put(&OFF_CPU, &(prev as u32), &off);
     }
     let next: u32 = field(&ctx, 56);
-    let Some(slot) = OFF_CPU.get_ptr_mut(&next) else {
+    let Some(off) = take(&OFF_CPU, &next, |o| o.since != 0, |o| o.since = 0) else {
         return 0;
     };
-    // SAFETY: map value pointer valid for this program run; copied out
-    // before the slot is marked unused.
-    let off = unsafe {
-        let off = *slot;
-        (*slot).since = 0;
-        off
-    };
-    if off.since == 0 {
-        return 0;
-    }
     if now.saturating_sub(off.since) < threshold {
         return 0;
     }
@@ -255,18 +247,9 @@ pub fn enter_openat(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn exit_openat(ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
-    let Some(slot) = OPENING.get_ptr_mut(&id) else {
+    let Some(name) = take(&OPENING, &id, |n| *n != 0, |n| *n = 0) else {
         return 0;
     };
-    // SAFETY: map value pointer valid for this program run.
-    let name = unsafe {
-        let name = *slot;
-        *slot = 0;
-        name
-    };
-    if name == 0 {
-        return 0;
-    }
     let fd = syscall_ret(&ctx);
     if fd < 0 {
         return 0;

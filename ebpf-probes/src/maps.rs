@@ -25,6 +25,25 @@ pub fn put<K, V: Copy>(map: &LruHashMap<K, V>, key: &K, value: &V) {
     }
 }
 
+/// The entry under `key` if it is in use, copied out, and marks it unused.
+#[inline(always)]
+pub fn take<K, V: Copy>(
+    map: &LruHashMap<K, V>,
+    key: &K,
+    in_use: impl Fn(&V) -> bool,
+    mark_unused: impl Fn(&mut V),
+) -> Option<V> {
+    let slot = map.get_ptr_mut(key)?;
+    // SAFETY: map value pointer valid for this program run, written only by
+    // the thread it is keyed by (see `put`).
+    let value = unsafe {
+        let value = *slot;
+        mark_unused(&mut *slot);
+        value
+    };
+    in_use(&value).then_some(value)
+}
+
 /// All records for the agent. The agent may resize it at load time.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);

@@ -122,7 +122,7 @@ fn mark_transfer(ctx: &TracePointContext, recv: bool) -> u32 {
 
 /// Marks the thread's last read unused (`sock` 0).
 #[inline(always)]
-pub fn forget_read(id: u64) {
+fn forget_read(id: u64) {
     if let Some(last) = LAST_READ.get_ptr_mut(&id) {
         // SAFETY: map value pointer valid for this program run.
         unsafe { (*last).sock = 0 };

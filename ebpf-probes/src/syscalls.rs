@@ -14,7 +14,7 @@ use crate::{
     emit::{copy_user, output_data},
     filter::is_traced,
     gaps, inject,
-    maps::{ACTIVE, Active, SCRATCH, SOCK_SEEN, SOCK_TLS, SOCKS, Scratch, SockInfo, put},
+    maps::{ACTIVE, Active, SCRATCH, SOCK_SEEN, SOCK_TLS, SOCKS, Scratch, SockInfo, put, take},
 };
 
 /// `MSG_PEEK`: the bytes will be read again, so a peek is not a transfer.
@@ -79,17 +79,7 @@ pub fn finish(ctx: &TracePointContext) -> u32 {
 #[inline(never)]
 fn try_finish(ctx: &TracePointContext) -> Result<Filled, u32> {
     let id = bpf_get_current_pid_tgid();
-    let slot = ACTIVE.get_ptr_mut(&id).ok_or(0u32)?;
-    // SAFETY: map value pointer valid for this program run; the value is
-    // copied out before the slot is marked unused.
-    let active = unsafe {
-        let active = *slot;
-        (*slot).ts_enter = 0;
-        active
-    };
-    if active.ts_enter == 0 {
-        return Err(0);
-    }
+    let active = take(&ACTIVE, &id, |a| a.ts_enter != 0, |a| a.ts_enter = 0).ok_or(0u32)?;
     let ret = syscall_ret(ctx);
     if active.sock == 0 {
         // Not a TCP transfer: perhaps slow file I/O of a serving thread.

@@ -17,9 +17,8 @@ use crate::{
     inject,
     maps::{
         Active, LAST_READ, PENDING_WRITES, SOCK_TLS, SOCKS, SockInfo, TLS_CALLS, TLS_HANDSHAKE,
-        TLS_READ, TLS_SOCKS, TLS_WRITE, TlsCall,
+        TLS_READ, TLS_SOCKS, TLS_WRITE, TlsCall, take,
     },
-    sock::forget_read,
     syscalls::{fill, report},
 };
 
@@ -68,11 +67,7 @@ fn exit(ctx: &RetProbeContext) -> u32 {
     let _ = TLS_CALLS.remove(&id);
     // A read of the socket just before this call, when the library itself
     // read none (memory BIO), names the connection for reads and handshakes.
-    // SAFETY: plain value copied out before it is marked unused.
-    let last_read = unsafe { LAST_READ.get(&id) }
-        .copied()
-        .filter(|last| last.sock != 0);
-    forget_read(id);
+    let last_read = take(&LAST_READ, &id, |l| l.sock != 0, |l| l.sock = 0);
     // Fresh evidence beats memory: connection objects are freed and their
     // addresses reused for new connections.
     let mut fd = call.fd;
