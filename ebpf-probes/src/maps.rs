@@ -16,8 +16,9 @@ use seam_common::{Config, DataHeader, MAX_CAPTURE, STATS_LEN, TraceCtx, Tuple};
 pub fn put<K, V: Copy>(map: &LruHashMap<K, V>, key: &K, value: &V) {
     match map.get_ptr_mut(key) {
         // SAFETY: map value pointer valid for this program run; these maps
-        // are keyed by thread (or hold a single word), so no other CPU
-        // writes the entry meanwhile.
+        // are keyed by thread, and a thread's entry is touched only in its
+        // own context or (off-CPU times) while it runs on no CPU, so no other
+        // CPU writes the entry meanwhile.
         Some(slot) => unsafe { *slot = *value },
         None => {
             let _ = map.insert(key, value, 0);
@@ -34,8 +35,8 @@ pub fn take<K, V: Copy>(
     mark_unused: impl Fn(&mut V),
 ) -> Option<V> {
     let slot = map.get_ptr_mut(key)?;
-    // SAFETY: map value pointer valid for this program run, written only by
-    // the thread it is keyed by (see `put`).
+    // SAFETY: map value pointer valid for this program run; one writer at a
+    // time (see `put`).
     let value = unsafe {
         let value = *slot;
         mark_unused(&mut *slot);
