@@ -31,6 +31,17 @@ impl RequestHead {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name)
     }
+
+    /// An HTTP/1.1 request head for unit tests.
+    #[cfg(test)]
+    pub fn for_test(method: &str, target: &str, headers: &[(&str, &str)]) -> Self {
+        RequestHead {
+            method: method.into(),
+            target: target.into(),
+            version: "1.1",
+            headers: headers.iter().copied().collect(),
+        }
+    }
 }
 
 /// A parsed status line and the headers seam uses.

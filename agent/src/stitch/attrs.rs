@@ -429,16 +429,7 @@ mod tests {
     ) -> http1::Exchange {
         http1::Exchange {
             seq: 0,
-            request: RequestHead {
-                method: method.into(),
-                target: target.into(),
-                version: "1.1",
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            }
-            .into(),
+            request: RequestHead::for_test(method, target, headers).into(),
             response: ResponseHead {
                 status,
                 version: "1.1",

@@ -55,18 +55,7 @@ mod tests {
     use crate::{protocol::http1::RequestHead, span::hex};
 
     fn req(headers: &[(&str, &str)]) -> Request {
-        Request::Http(
-            RequestHead {
-                method: "GET".into(),
-                target: "/".into(),
-                version: "1.1",
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            }
-            .into(),
-        )
+        Request::Http(RequestHead::for_test("GET", "/", headers).into())
     }
 
     #[test]

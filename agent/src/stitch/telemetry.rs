@@ -30,15 +30,7 @@ mod tests {
     use crate::protocol::http1::RequestHead;
 
     fn http(method: &str, target: &str) -> Request {
-        Request::Http(
-            RequestHead {
-                method: method.into(),
-                target: target.into(),
-                version: "1.1",
-                headers: Default::default(),
-            }
-            .into(),
-        )
+        Request::Http(RequestHead::for_test(method, target, &[]).into())
     }
 
     #[test]

@@ -114,15 +114,7 @@ impl World {
 }
 
 fn head(headers: &[(&str, &str)]) -> Arc<RequestHead> {
-    Arc::new(RequestHead {
-        method: "GET".into(),
-        target: "/".into(),
-        version: "1.1",
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    })
+    Arc::new(RequestHead::for_test("GET", "/", headers))
 }
 
 /// order (pid 1, thread 11) serves a request and calls inventory (pid 2)
