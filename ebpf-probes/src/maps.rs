@@ -79,8 +79,9 @@ pub static TRACED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
 
 /// A socket transfer between its `sys_enter_*` and `sys_exit_*`, keyed by
-/// pid_tgid; `ts_enter` 0 when the thread is in no such syscall. `sock` is filled in by `sock:sock_{send,recv}_length` when the fd
-/// turns out to be a TCP socket; transfers that never get one are dropped.
+/// pid_tgid; `ts_enter` 0 when the thread is in no such syscall. `sock` is
+/// filled in by `sock:sock_{send,recv}_length` when the fd turns out to be a
+/// TCP socket; transfers that never get one are dropped.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Active {
