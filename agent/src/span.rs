@@ -21,9 +21,13 @@ impl SpanKind {
     }
 }
 
+/// A string attribute value: fixed words ("http", "tcp", methods...) are
+/// static and cost no allocation; the rest own their text.
+pub type Text = std::borrow::Cow<'static, str>;
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
-    Str(String),
+    Str(Text),
     Int(i64),
     Bool(bool),
     F64(f64),
@@ -56,14 +60,21 @@ impl std::fmt::Display for Value {
     }
 }
 
+impl Value {
+    /// A value that is one of the program's own words: no allocation.
+    pub const fn word(s: &'static str) -> Value {
+        Value::Str(Text::Borrowed(s))
+    }
+}
+
 impl From<&str> for Value {
     fn from(s: &str) -> Self {
-        Value::Str(s.to_string())
+        Value::Str(Text::Owned(s.to_string()))
     }
 }
 impl From<String> for Value {
     fn from(s: String) -> Self {
-        Value::Str(s)
+        Value::Str(Text::Owned(s))
     }
 }
 impl From<i64> for Value {
@@ -90,6 +101,14 @@ impl Attributes {
     /// list one by one reallocated it five times.
     pub fn with_capacity(n: usize) -> Self {
         Self(Vec::with_capacity(n))
+    }
+
+    /// Appends an attribute whose key the caller knows is not there yet:
+    /// a span's fixed keys are each written once, and looking for each among
+    /// the ones before was a tenth of building an HTTP span.
+    pub fn push(&mut self, key: &'static str, value: impl Into<Value>) {
+        debug_assert!(self.get(key).is_none(), "{key} set twice");
+        self.0.push((Key::Borrowed(key), value.into()));
     }
 
     pub fn set(&mut self, key: impl Into<Key>, value: impl Into<Value>) {

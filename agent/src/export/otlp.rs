@@ -29,7 +29,7 @@ use crate::span::{Attributes, Resource, Span, SpanKind, Status, Value};
 fn any_value(v: &Value) -> AnyValue {
     AnyValue {
         value: Some(match v {
-            Value::Str(s) => any_value::Value::StringValue(s.clone()),
+            Value::Str(s) => any_value::Value::StringValue(s.to_string()),
             Value::Int(i) => any_value::Value::IntValue(*i),
             Value::Bool(b) => any_value::Value::BoolValue(*b),
             Value::F64(f) => any_value::Value::DoubleValue(*f),
@@ -57,7 +57,7 @@ fn into_key_values(attrs: Attributes) -> Vec<KeyValue> {
             key: key.into_owned(),
             value: Some(AnyValue {
                 value: Some(match v {
-                    Value::Str(s) => any_value::Value::StringValue(s),
+                    Value::Str(s) => any_value::Value::StringValue(s.into_owned()),
                     Value::Int(i) => any_value::Value::IntValue(i),
                     Value::Bool(b) => any_value::Value::BoolValue(b),
                     Value::F64(f) => any_value::Value::DoubleValue(f),

@@ -255,7 +255,7 @@ mod tests {
 
     fn value() -> impl Strategy<Value = Value> {
         prop_oneof![
-            ".{0,40}".prop_map(Value::Str),
+            ".{0,40}".prop_map(Value::from),
             any::<i64>().prop_map(Value::Int),
             any::<bool>().prop_map(Value::Bool),
             any::<f64>()

@@ -63,7 +63,7 @@ pub fn span_bytes(s: &Span) -> usize {
                 std::borrow::Cow::Borrowed(_) => 0,
             };
             key + match v {
-                Value::Str(s) => heap(s.capacity()),
+                Value::Str(std::borrow::Cow::Owned(s)) => heap(s.capacity()),
                 _ => 0,
             }
         })
