@@ -26,6 +26,8 @@
 //!   a query (OAuth implicit flows put tokens there), and userinfo becomes
 //!   `REDACTED:REDACTED` (or `REDACTED` without a password), as the URL
 //!   semantic conventions ask.
+use std::borrow::Cow;
+
 use regex::Regex;
 
 use crate::protocol::headers::Headers;
@@ -156,13 +158,17 @@ impl Redactor {
     }
 
     /// `text` with every pattern match replaced; if only the percent-decoded
-    /// form matches, all of it is replaced.
-    fn scrub(&self, text: &str) -> String {
+    /// form matches, all of it is replaced. Text without a match (nearly
+    /// all) is handed back as it is.
+    fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
         if text.is_empty() || self.patterns.is_empty() {
-            return text.to_string();
+            return Cow::Borrowed(text);
         }
-        let mut ranges: Vec<(usize, usize)> =
-            self.patterns.iter().flat_map(|p| p.matches(text)).collect();
+        // A yes/no search is far cheaper than collecting match positions.
+        let mut ranges: Vec<(usize, usize)> = Vec::new();
+        if self.patterns.iter().any(|p| p.re.is_match(text)) {
+            ranges = self.patterns.iter().flat_map(|p| p.matches(text)).collect();
+        }
         if ranges.is_empty() {
             if text.contains('%') {
                 let decoded = percent_decode(text);
@@ -172,10 +178,10 @@ impl Redactor {
                         .iter()
                         .any(|p| !p.matches(&decoded).is_empty())
                 {
-                    return REDACTED.to_string();
+                    return Cow::Borrowed(REDACTED);
                 }
             }
-            return text.to_string();
+            return Cow::Borrowed(text);
         }
         // Several patterns may overlap; replace their union once.
         ranges.sort_unstable();
@@ -192,25 +198,30 @@ impl Redactor {
             pos = end;
         }
         out.push_str(&text[pos..]);
-        out
+        Cow::Owned(out)
     }
 
     /// Scrubs a query string (without its `?`).
     pub fn query(&self, q: &str) -> String {
-        q.split('&')
-            .map(|part| match part.split_once('=') {
-                None => self.scrub(part),
+        let mut out = String::with_capacity(q.len());
+        for (i, part) in q.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match part.split_once('=') {
+                None => out.push_str(&self.scrub(part)),
                 Some((key, value)) => {
-                    let value = if !self.keep_query_values || is_sensitive_query_key(key) {
-                        REDACTED.to_string()
+                    out.push_str(&self.scrub(key));
+                    out.push('=');
+                    if !self.keep_query_values || is_sensitive_query_key(key) {
+                        out.push_str(REDACTED);
                     } else {
-                        self.scrub(value)
-                    };
-                    format!("{}={value}", self.scrub(key))
+                        out.push_str(&self.scrub(value));
+                    }
                 }
-            })
-            .collect::<Vec<_>>()
-            .join("&")
+            }
+        }
+        out
     }
 
     /// Scrubs a path. Anything from a `?` on is treated as a query, in case a
@@ -220,11 +231,13 @@ impl Redactor {
             Some((p, q)) => (p, Some(q)),
             None => (path, None),
         };
-        let mut out = path
-            .split('/')
-            .map(|seg| self.scrub(seg))
-            .collect::<Vec<_>>()
-            .join("/");
+        let mut out = String::with_capacity(path.len());
+        for (i, seg) in path.split('/').enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            out.push_str(&self.scrub(seg));
+        }
         if let Some(q) = query {
             out.push('?');
             out.push_str(&self.query(q));
@@ -244,7 +257,7 @@ impl Redactor {
                 continue;
             }
             let key = format!("{prefix}{name}");
-            let value = self.scrub(value.trim());
+            let value = self.scrub(value.trim()).into_owned();
             match out.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, v)) => {
                     v.push_str(", ");
