@@ -22,3 +22,10 @@ pub mod protocol;
 pub mod span;
 pub mod stitch;
 pub mod time_order;
+
+/// Hash maps of the per-event path. Their keys are socket addresses, pids
+/// and request numbers, not text a peer chooses freely; the standard
+/// hasher's SipHash was a few percent of the agent's time. Seeded per
+/// process all the same.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;

@@ -4,6 +4,7 @@
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use crate::{
+    FastMap,
     capture::{CloseInfo, DataEvent, Event, IoInfo, IoKind, KernelCtx, Selector},
     discover::k8s::K8sUpdate,
     discover::{
@@ -116,7 +117,7 @@ impl Default for ConnConfig {
 /// The connection stage's state.
 pub struct ConnTracker {
     config: ConnConfig,
-    conns: HashMap<u64, Conn>,
+    conns: FastMap<u64, Conn>,
     procs: ProcessTable,
     preexisting: HashMap<(u32, i32), Endpoints>,
     selector: Option<Selector>,
@@ -150,7 +151,7 @@ impl ConnTracker {
         Self {
             procs: ProcessTable::new(config.proc_root.clone()),
             config,
-            conns: HashMap::new(),
+            conns: FastMap::default(),
             preexisting,
             selector,
             counters,

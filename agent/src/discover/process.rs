@@ -24,7 +24,7 @@ pub struct ProcessInfo {
 pub struct ProcessTable {
     proc_root: PathBuf,
     host_name: String,
-    cache: HashMap<u32, Arc<ProcessInfo>>,
+    cache: crate::FastMap<u32, Arc<ProcessInfo>>,
     /// Kubernetes containers by cgroup v2 id, with the cgroup2 mount that
     /// /proc/PID/cgroup paths are relative to.
     containers: HashMap<u64, Arc<ContainerMeta>>,
@@ -38,7 +38,7 @@ impl ProcessTable {
         Self {
             proc_root: proc_root.into(),
             host_name: host_name(),
-            cache: HashMap::new(),
+            cache: Default::default(),
             containers: HashMap::new(),
             cgroup2_mount: None,
             gone: Default::default(),

@@ -33,15 +33,12 @@ pub mod propagation;
 pub mod telemetry;
 pub mod traceparent;
 
-use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    net::SocketAddr,
-    sync::Arc,
-};
+use std::{collections::VecDeque, net::SocketAddr, sync::Arc};
 
 use rand::RngCore as _;
 
 use crate::{
+    FastMap, FastSet,
     capture::{IoInfo, IoKind, KernelCtx},
     clock::Clock,
     conn::{ConnMeta, Record, RequestKey},
@@ -142,13 +139,13 @@ pub struct Stitcher {
     shaper: attrs::Shaper,
     clock: Clock,
     queue: TimeOrder<Record>,
-    inflight: HashMap<RequestKey, Inflight>,
+    inflight: FastMap<RequestKey, Inflight>,
     /// Server requests in progress per (pid, tid).
-    serving: HashMap<(u32, u32), Vec<RequestKey>>,
+    serving: FastMap<(u32, u32), Vec<RequestKey>>,
     /// In-flight client requests per (client, server) address pair.
-    clients: HashMap<(SocketAddr, SocketAddr), VecDeque<RequestKey>>,
+    clients: FastMap<(SocketAddr, SocketAddr), VecDeque<RequestKey>>,
     /// Processes seen propagating context themselves.
-    self_instrumented: HashSet<u32>,
+    self_instrumented: FastSet<u32>,
 }
 
 /// The (client, server) addresses of a connection, as both ends name it.
@@ -186,10 +183,10 @@ impl Stitcher {
             shaper,
             clock,
             queue: TimeOrder::default(),
-            inflight: HashMap::new(),
-            serving: HashMap::new(),
-            clients: HashMap::new(),
-            self_instrumented: HashSet::new(),
+            inflight: FastMap::default(),
+            serving: FastMap::default(),
+            clients: FastMap::default(),
+            self_instrumented: FastSet::default(),
         }
     }
 
