@@ -94,6 +94,16 @@ struct Conn {
     next_seq: u64,
 }
 
+impl Conn {
+    /// The stream is taken up again from the next transfer by a parser that
+    /// detection picks; it numbers its requests after the old one's.
+    fn restart_parser(&mut self) {
+        self.proto = Proto::Undecided;
+        self.reported_errors = (0, 0);
+        self.seq_base = self.next_seq;
+    }
+}
+
 /// Knobs of the connection stage.
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
@@ -356,10 +366,8 @@ impl ConnTracker {
                 if let Some(meta) = meta {
                     Self::forward(&self.counters, &meta, 0, None, &mut self.scratch, out);
                 }
-                conn.seq_base = conn.next_seq;
-                conn.reported_errors = (0, 0);
             }
-            conn.proto = Proto::Undecided;
+            conn.restart_parser();
             conn.meta = None;
         } else if !ev.tls && conn.tls {
             // Ciphertext of a connection whose plaintext we have.
@@ -378,9 +386,7 @@ impl ConnTracker {
             };
             rebase(&mut self.scratch, conn.seq_base, &mut conn.next_seq);
             if replace {
-                conn.proto = Proto::Undecided;
-                conn.reported_errors = (0, 0);
-                conn.seq_base = conn.next_seq;
+                conn.restart_parser();
             }
             if let Some(meta) = meta {
                 Self::forward(&self.counters, &meta, 0, None, &mut self.scratch, out);
