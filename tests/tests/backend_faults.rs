@@ -83,16 +83,11 @@ fn drive(port: u16, phase: &str, n: usize) -> Vec<String> {
     paths
 }
 
-/// A counter or gauge from the agent's /metrics.
+/// A counter or gauge from the agent's /metrics; it must be there.
 fn metric(agent: &Agent, name: &str) -> u64 {
-    let (status, text) = agent.get("/metrics");
-    assert_eq!(status, 200);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+    agent
+        .metric(name)
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{}", agent.get("/metrics").1))
 }
 
 /// Polls until `cond` holds; false after `timeout`.
