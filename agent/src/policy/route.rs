@@ -444,15 +444,17 @@ const KNOWN_METHODS: &[&str] = &[
     "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
 ];
 
+/// The program's own copy of a standard HTTP method, `None` for any other
+/// (semconv reports those as `_OTHER`); static, so attributes need not own it.
+pub fn known_method(method: &str) -> Option<&'static str> {
+    KNOWN_METHODS.iter().copied().find(|&m| m == method)
+}
+
 /// The span name the HTTP semantic conventions ask for: `{method} {target}`
 /// when a low-cardinality target (route) is known, `{method}` otherwise, with
 /// `HTTP` standing in for methods outside the standard set.
 pub fn span_name(method: &str, route: Option<&str>) -> String {
-    let method = if KNOWN_METHODS.contains(&method) {
-        method
-    } else {
-        "HTTP"
-    };
+    let method = known_method(method).unwrap_or("HTTP");
     match route {
         Some(r) if !r.is_empty() => format!("{method} {r}"),
         _ => method.to_string(),

@@ -6,7 +6,7 @@ use crate::{
     conn::ConnMeta,
     policy::{
         redact::{RedactConfig, Redactor},
-        route::{RouteConfig, Router, span_name},
+        route::{RouteConfig, Router, known_method, span_name},
     },
     protocol::{Exchange, Role, headers::Headers, http1, http2, postgres, redis},
     span::{Attributes, SpanKind, Status, Value},
@@ -36,16 +36,6 @@ impl Default for Shaper {
     fn default() -> Self {
         Self::new(&RedactConfig::default(), &RouteConfig::default()).expect("defaults are valid")
     }
-}
-
-const KNOWN_METHODS: &[&str] = &[
-    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
-];
-
-/// The program's own copy of a known method (semconv: others are `_OTHER`),
-/// so attributes need not own it.
-fn known_method(method: &str) -> Option<&'static str> {
-    KNOWN_METHODS.iter().copied().find(|&m| m == method)
 }
 
 /// Splits a request target into path and query (without `?`). Absolute-form
@@ -304,8 +294,7 @@ pub fn http_span(
     // Fixed keys are pushed, each once; only allowlisted headers can repeat.
     let mut a = Attributes::with_capacity(32);
     let scheme = if conn.tls { "https" } else { "http" };
-    let method = known_method(&x.request.method);
-    match method {
+    match known_method(&x.request.method) {
         Some(m) => a.push("http.request.method", Value::word(m)),
         None => {
             a.push("http.request.method", Value::word("_OTHER"));
