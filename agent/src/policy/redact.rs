@@ -165,10 +165,11 @@ impl Redactor {
             return Cow::Borrowed(text);
         }
         // A yes/no search is far cheaper than collecting match positions.
-        let mut ranges: Vec<(usize, usize)> = Vec::new();
-        if self.patterns.iter().any(|p| p.re.is_match(text)) {
-            ranges = self.patterns.iter().flat_map(|p| p.matches(text)).collect();
-        }
+        let mut ranges: Vec<(usize, usize)> = if self.patterns.iter().any(|p| p.re.is_match(text)) {
+            self.patterns.iter().flat_map(|p| p.matches(text)).collect()
+        } else {
+            Vec::new()
+        };
         if ranges.is_empty() {
             if text.contains('%') {
                 let decoded = percent_decode(text);
