@@ -56,9 +56,8 @@
 //! the integrator can decide where an inferred one goes (span name only, or
 //! `http.route` as an explicit product choice).
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 
-use crate::policy::redact::percent_decode;
+use crate::{FastMap, FastSet, policy::redact::percent_decode};
 
 pub const ID_PLACEHOLDER: &str = "{id}";
 pub const OVERFLOW_ROUTE: &str = "/*";
@@ -189,7 +188,7 @@ pub fn validate_pattern(pattern: &str) -> Result<(), String> {
 pub struct Router {
     templates: Vec<Template>,
     max_routes: usize,
-    seen: HashMap<String, HashSet<String>>,
+    seen: FastMap<String, FastSet<String>>,
     overflowed: u64,
 }
 
@@ -203,7 +202,7 @@ impl Router {
         Ok(Router {
             templates,
             max_routes: cfg.max_routes_per_service,
-            seen: HashMap::new(),
+            seen: FastMap::default(),
             overflowed: 0,
         })
     }
@@ -217,7 +216,7 @@ impl Router {
     /// Like [`Router::route`], also saying where the route came from.
     pub fn route_match(&mut self, service: &str, path: &str) -> RouteMatch {
         let path = normalize_path(path);
-        if path != "*" {
+        if path != "*" && !self.templates.is_empty() {
             let segs = segments(path);
             if let Some(t) = self.templates.iter().find(|t| t.matches(&segs)) {
                 return RouteMatch {
@@ -229,7 +228,7 @@ impl Router {
         let inferred = infer_route(path);
         // Looked up before inserting: no key allocation once a service is known.
         if !self.seen.contains_key(service) {
-            self.seen.insert(service.to_string(), HashSet::new());
+            self.seen.insert(service.to_string(), FastSet::default());
         }
         let known = self.seen.get_mut(service).expect("inserted above");
         if known.contains(&inferred) {
@@ -259,7 +258,7 @@ impl Router {
 
     /// Distinct inferred routes recorded for `service`.
     pub fn route_count(&self, service: &str) -> usize {
-        self.seen.get(service).map_or(0, HashSet::len)
+        self.seen.get(service).map_or(0, FastSet::len)
     }
 }
 

@@ -513,6 +513,19 @@ impl Http1Conn {
     ) -> usize {
         let half = self.half(dir);
         let before = half.buf.len();
+        if before == 0
+            && let Some(end) = find_head_end(data)
+        {
+            // The whole head came in one transfer (the usual case): parse it
+            // where it lies instead of copying it into the buffer first.
+            if data.len() >= START_PROBE && !kind.starts(classify(data)) {
+                half.lose();
+                return 0;
+            }
+            let start = half.msg_start.unwrap_or(timing);
+            self.parse_head(dir, kind, &data[..end], start, timing, out);
+            return end;
+        }
         // Look for the blank line from a few bytes back, in case it straddles transfers.
         let search_from = before.saturating_sub(3);
         half.buf.extend_from_slice(data);
@@ -534,19 +547,32 @@ impl Http1Conn {
         half.buf.clear();
         let used = end - before;
         let start = half.msg_start.unwrap_or(timing);
+        self.parse_head(dir, kind, &head_bytes, start, timing, out);
+        used
+    }
+
+    /// Parses a complete head (through its blank line) and opens its message.
+    fn parse_head(
+        &mut self,
+        dir: Direction,
+        kind: Kind,
+        head_bytes: &[u8],
+        start: Timing,
+        timing: Timing,
+        out: &mut Vec<Http1Event>,
+    ) {
         match kind {
-            Kind::Requests => match parse_request(&head_bytes) {
+            Kind::Requests => match parse_request(head_bytes) {
                 // Shared by the start record and the exchange: cloned by
                 // reference count, not header by header.
                 Some(head) => self.on_request_head(dir, Arc::new(head), start, timing, out),
                 None => self.half(dir).lose(),
             },
-            Kind::Responses => match parse_response(&head_bytes) {
+            Kind::Responses => match parse_response(head_bytes) {
                 Some(head) => self.on_response_head(dir, head, start, timing, out),
                 None => self.half(dir).lose(),
             },
         }
-        used
     }
 
     fn on_request_head(
