@@ -42,12 +42,16 @@ fn mark_transfer(ctx: &TracePointContext, recv: bool) -> u32 {
         return 0;
     }
     let id = bpf_get_current_pid_tgid();
+    // A thread of a traced process has an entry from its first socket
+    // syscall on (TLS and Go calls, below, are only followed in traced
+    // processes, whose syscalls they make): everyone else leaves here.
+    let Some(active) = ACTIVE.get_ptr_mut(&id) else {
+        return 0;
+    };
     let sk: u64 = field(ctx, 8);
     let mut fd = -1;
-    if let Some(active) = ACTIVE.get_ptr_mut(&id)
-        // SAFETY: map value pointer valid for this program run.
-        && unsafe { (*active).ts_enter } != 0
-    {
+    // SAFETY: map value pointer valid for this program run.
+    if unsafe { (*active).ts_enter } != 0 {
         // SAFETY: as above.
         unsafe {
             (*active).sock = sk;
