@@ -193,7 +193,7 @@ pub struct RunArgs {
     #[arg(long, help_heading = "Tracing")]
     pub no_gaps: bool,
 
-    /// Size of the kernel ring buffer, in MiB (a power of two). Default 16.
+    /// Size of the kernel ring buffer, in MiB (a power of two). Default 8.
     #[arg(long, value_name = "MIB", help_heading = "Tuning")]
     pub ring_buffer_mib: Option<u32>,
 

@@ -412,7 +412,7 @@ mod tests {
             c.output,
             Output::Console(ConsoleFormat::Waterfall)
         ));
-        assert_eq!(c.ring_buffer_bytes, 16 << 20);
+        assert_eq!(c.ring_buffer_bytes, 8 << 20);
         assert!(c.stitch.tuple_linking);
         assert_eq!(c.stitch.gap_threshold_ns, Some(1_000_000));
         assert_eq!(c.stitch.sampler, HeadSampler::default());

@@ -32,7 +32,7 @@
 //! routes: {patterns: ["/users/{id}/orders"], max_routes_per_service: 1000}
 //! metrics: {listen: "0.0.0.0:9464"}   # null: no metrics endpoint
 //! tracing: {tuple_linking: true, inject_traceparent: false}
-//! ring_buffer_mib: 16
+//! ring_buffer_mib: 8
 //! disable_features: [sk_msg]  # as --disable-feature: uprobes, sk_msg, sock_ops, cgroup2
 //! ```
 //!
@@ -55,7 +55,7 @@ use crate::policy::route::{RouteConfig, validate_pattern};
 use crate::policy::sampler::HeadSampler;
 use crate::policy::tail::TailConfig;
 
-pub const DEFAULT_RING_BUFFER_MIB: u32 = 16;
+pub const DEFAULT_RING_BUFFER_MIB: u32 = 8;
 /// Largest export queue bound accepted, in MiB.
 pub const MAX_QUEUE_MIB: u32 = 65_536;
 const MASK: &str = "***";
