@@ -27,7 +27,7 @@ use seam_common::{MAX_CAPTURE, TraceCtx, ctx, flag};
 
 use crate::maps::{
     Active, CONFIG, CtxOnSock, HEAD_SCAN, INJECT_BUF, INJECT_SOCKS, INJECT_STATE, INJECTED,
-    InjectState, SOCKHASH, SPAN_WORK, Scratch, THREAD_CTX,
+    InjectState, SOCKHASH, SPAN_WORK, Scratch, THREAD_CTX, put,
 };
 
 /// Bytes of a message looked at for a request head.
@@ -380,19 +380,25 @@ pub fn after_transfer(
         return;
     }
     if active.egress != 0 {
-        // SAFETY: plain value read.
-        if unsafe { THREAD_CTX.get(&id) }.is_some_and(|t| t.sock == active.sock) {
-            let _ = THREAD_CTX.remove(&id);
+        // The answer ends the request the thread served; entries are marked
+        // unused (`sock` 0) in place rather than deleted (see `maps::put`).
+        if let Some(serving) = THREAD_CTX.get_ptr_mut(&id) {
+            // SAFETY: map value pointer valid for this program run; only
+            // this thread's context touches its entry.
+            unsafe {
+                if (*serving).sock == active.sock {
+                    (*serving).sock = 0;
+                }
+            }
         }
-        if let Some(sent) = INJECTED.get_ptr(&id) {
-            // SAFETY: map value pointer valid for this program run; the
-            // context is copied before the entry is removed.
+        if let Some(sent) = INJECTED.get_ptr_mut(&id) {
+            // SAFETY: as above.
             unsafe {
                 if (*sent).sock == active.sock {
                     (*scratch).header.ctx = (*sent).ctx;
                 }
+                (*sent).sock = 0;
             }
-            let _ = INJECTED.remove(&id);
         }
         return;
     }
@@ -422,12 +428,12 @@ pub fn after_transfer(
         traceparent_at != 0 && parse_traceparent(data, traceparent_at, len, &mut work.parent);
     new_span(has_parent.then_some(&work.parent), &mut work.entry.ctx);
     // SAFETY: plain value read.
-    let ambiguous =
-        unsafe { THREAD_CTX.get(&id) }.is_some_and(|t| t.sock != active.sock || t.ambiguous != 0);
+    let ambiguous = unsafe { THREAD_CTX.get(&id) }
+        .is_some_and(|t| t.sock != 0 && (t.sock != active.sock || t.ambiguous != 0));
     work.entry.sock = active.sock;
     work.entry.ambiguous = u32::from(ambiguous);
     work.entry._pad = 0;
-    let _ = THREAD_CTX.insert(&id, &work.entry, 0);
+    put(&THREAD_CTX, &id, &work.entry);
     // SAFETY: this CPU's scratch record.
     unsafe { (*scratch).header.ctx = work.entry.ctx };
 }
@@ -546,7 +552,7 @@ fn try_inject(ctx: &SkMsgContext) -> Result<(), ()> {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: plain value read.
     let serving = unsafe { THREAD_CTX.get(&id) }
-        .filter(|s| s.ambiguous == 0)
+        .filter(|s| s.sock != 0 && s.ambiguous == 0)
         .map(|s| s.ctx);
     let mut span = TraceCtx::default();
     new_span(serving.as_ref(), &mut span);
@@ -593,6 +599,6 @@ fn try_inject(ctx: &SkMsgContext) -> Result<(), ()> {
         ambiguous: 0,
         _pad: 0,
     };
-    let _ = INJECTED.insert(&id, &sent, 0);
+    put(&INJECTED, &id, &sent);
     Ok(())
 }

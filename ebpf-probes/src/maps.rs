@@ -282,12 +282,12 @@ pub struct CtxOnSock {
 }
 
 /// The server request each thread serves (injection only), keyed by
-/// pid_tgid: requests it sends meanwhile are its children.
+/// pid_tgid: requests it sends meanwhile are its children. `sock` 0: none.
 #[map]
 pub static THREAD_CTX: LruHashMap<u64, CtxOnSock> = LruHashMap::with_max_entries(16384, 0);
 
 /// The span the `sk_msg` program just wrote into a request, for the sending
-/// syscall's record; keyed by pid_tgid.
+/// syscall's record; keyed by pid_tgid. `sock` 0: none.
 #[map]
 pub static INJECTED: LruHashMap<u64, CtxOnSock> = LruHashMap::with_max_entries(16384, 0);
 

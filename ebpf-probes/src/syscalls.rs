@@ -67,13 +67,28 @@ pub fn finish(ctx: &TracePointContext) -> u32 {
     // Filling and injection bookkeeping run one after the other, not one
     // inside the other: the verifier adds up the frames of nested calls
     // (512 bytes in all), and both frames are large.
-    if let Ok(r) = try_finish(ctx) {
-        inject::after_transfer(r.id, &r.active, r.sock_flags, r.scratch, r.filled);
-        if let Some(probe) = Probe::from_id(r.active.probe) {
-            output_data(probe, r.scratch, r.filled);
-        }
+    if let Ok(r) = try_finish(ctx)
+        && let Some(probe) = Probe::from_id(r.active.probe)
+    {
+        deliver(probe, r.id, &r.active, r.sock_flags, r.scratch, r.filled);
     }
     0
+}
+
+/// The end of every reported transfer, syscall or TLS call: injection
+/// bookkeeping (which may put the request's span into the record), then the
+/// record to the agent.
+#[inline(always)]
+pub fn deliver(
+    probe: Probe,
+    id: u64,
+    active: &Active,
+    sock_flags: u32,
+    scratch: *mut Scratch,
+    filled: usize,
+) {
+    inject::after_transfer(id, active, sock_flags, scratch, filled);
+    output_data(probe, scratch, filled);
 }
 
 #[inline(never)]

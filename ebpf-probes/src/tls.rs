@@ -12,14 +12,12 @@ use aya_ebpf::{
 use seam_common::{Probe, flag};
 
 use crate::{
-    emit::output_data,
     filter::is_traced,
-    inject,
     maps::{
         Active, LAST_READ, PENDING_WRITES, SOCK_TLS, SOCKS, SockInfo, TLS_CALLS, TLS_HANDSHAKE,
         TLS_READ, TLS_SOCKS, TLS_WRITE, TlsCall, take,
     },
-    syscalls::{fill, report},
+    syscalls::{deliver, fill, report},
 };
 
 #[inline(always)]
@@ -132,13 +130,12 @@ fn exit(ctx: &RetProbeContext) -> u32 {
     let Some((sock_flags, scratch, filled)) = report(id, &active, total, true) else {
         return 0;
     };
-    inject::after_transfer(id, &active, sock_flags, scratch, filled);
     let probe = if call.egress != 0 {
         Probe::SslWrite
     } else {
         Probe::SslRead
     };
-    output_data(probe, scratch, filled);
+    deliver(probe, id, &active, sock_flags, scratch, filled);
     0
 }
 

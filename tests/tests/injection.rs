@@ -301,42 +301,52 @@ async fn requests_sent_while_serving_continue_the_served_trace() {
         "--no-tuple-linking".into(),
     ]);
     let mut agent = Agent::start(&args, &[]);
+    // Two requests on one connection: the relay serves both on one thread,
+    // so the second finds that thread's entry from the first, answered.
     let url = format!("http://{}:{relay_port}/up", net.server_addr);
     let out = NetPair::command(&net.client_ns, "curl")
-        .args(["-s", "--max-time", "10", &url])
+        .args(["-s", "--max-time", "10", &url, &url])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "downstream 200\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "downstream 200\ndownstream 200\n"
+    );
 
-    let spans = receiver.settle(4, Duration::from_secs(30)).await;
+    let spans = receiver.settle(8, Duration::from_secs(30)).await;
     assert!(agent.stop().success(), "{}", agent.log());
-    assert_eq!(spans.len(), 4, "{spans:#?}");
-    let find = |path: &str, server: bool| -> &SpanView {
-        spans
-            .iter()
-            .find(|s| s.attr("url.path").as_deref() == Some(path) && s.is_server() == server)
-            .unwrap_or_else(|| panic!("{path} server={server} in {spans:#?}"))
-    };
-    let (curl, up) = (find("/up", false), find("/up", true));
-    let (call, down) = (find("/down", false), find("/down", true));
-    assert_eq!(curl.parent_id(), "");
-    assert_eq!(up.parent_id(), curl.span_id());
-    assert_eq!(call.parent_id(), up.span_id());
-    assert_eq!(down.parent_id(), call.span_id());
-    for s in [up, call, down] {
-        assert_eq!(s.trace_id(), curl.trace_id());
+    assert_eq!(spans.len(), 8, "{spans:#?}");
+    let mut traces: HashMap<String, Vec<&SpanView>> = HashMap::new();
+    for s in &spans {
+        traces.entry(s.trace_id()).or_default().push(s);
     }
-    // What the downstream service received names the relay's client span.
-    let raw = fs::read_dir(&dir)
+    assert_eq!(traces.len(), 2, "{spans:#?}");
+    // What the downstream service received, per request, names the relay's
+    // client span of the same trace.
+    let mut received: Vec<(String, String, String)> = fs::read_dir(&dir)
         .unwrap()
         .flatten()
-        .find(|e| e.path().extension().is_some_and(|x| x == "raw"))
-        .map(|e| fs::read(e.path()).unwrap())
-        .expect("downstream recorded the request");
-    let (_, found) = strip_injected(&raw);
-    assert_eq!(
-        found,
-        vec![(curl.trace_id(), call.span_id(), "01".to_string())]
-    );
+        .filter(|e| e.path().extension().is_some_and(|x| x == "raw"))
+        .flat_map(|e| strip_injected(&fs::read(e.path()).unwrap()).1)
+        .collect();
+    let mut want = Vec::new();
+    for trace in traces.values() {
+        let find = |path: &str, server: bool| -> &SpanView {
+            trace
+                .iter()
+                .find(|s| s.attr("url.path").as_deref() == Some(path) && s.is_server() == server)
+                .unwrap_or_else(|| panic!("{path} server={server} in {trace:#?}"))
+        };
+        let (curl, up) = (find("/up", false), find("/up", true));
+        let (call, down) = (find("/down", false), find("/down", true));
+        assert_eq!(curl.parent_id(), "");
+        assert_eq!(up.parent_id(), curl.span_id());
+        assert_eq!(call.parent_id(), up.span_id());
+        assert_eq!(down.parent_id(), call.span_id());
+        want.push((curl.trace_id(), call.span_id(), "01".to_string()));
+    }
+    received.sort();
+    want.sort();
+    assert_eq!(received, want);
     drop((relay, downstream, net));
 }
