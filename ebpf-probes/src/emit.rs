@@ -52,8 +52,9 @@ pub fn copy_user(scratch: *mut Scratch, off: usize, src: u64, len: u64, probe: P
 }
 
 /// Sends the header plus `captured` payload bytes of `scratch`. The record
-/// carries its socket's loss count; a record that finds no room raises it, so
-/// the agent knows which connection's stream has a hole and where.
+/// carries its socket's loss count (the caller copied it into the header
+/// with the socket's other facts); a record that finds no room raises it,
+/// so the agent knows which connection's stream has a hole and where.
 #[inline(always)]
 pub fn output_data(probe: Probe, scratch: *mut Scratch, captured: usize) {
     let captured = captured & (2 * MAX_CAPTURE - 1);
@@ -61,32 +62,25 @@ pub fn output_data(probe: Probe, scratch: *mut Scratch, captured: usize) {
         return;
     }
     let size = core::mem::size_of::<DataHeader>() + captured;
-    // SAFETY: scratch is this CPU's map value.
-    let sock = unsafe { (*scratch).header.sock };
-    let info = SOCKS.get_ptr_mut(&sock);
-    // SAFETY: header and payload are contiguous in Scratch (repr(C), header
-    // size is a multiple of 8), and size stays within the value; `info` is
-    // a map value pointer valid for this program run.
-    let record = unsafe {
+    // SAFETY: scratch is this CPU's map value; header and payload are
+    // contiguous in Scratch (repr(C), header size is a multiple of 8), and
+    // size stays within the value.
+    let (record, sock) = unsafe {
         (*scratch).header.captured = captured as u32;
-        (*scratch).header.lost = match info {
-            Some(info) => (*info).lost,
-            None => 0,
-        };
-        core::slice::from_raw_parts(scratch.cast::<u8>(), size)
+        (
+            core::slice::from_raw_parts(scratch.cast::<u8>(), size),
+            (*scratch).header.sock,
+        )
     };
-    let rc = match EVENTS.output::<[u8]>(record, 0) {
-        Ok(()) => 0,
-        Err(e) => e,
-    };
-    if rc == 0 {
+    if EVENTS.output::<[u8]>(record, 0).is_ok() {
         count(probe, stat::EMITTED);
-    } else {
-        count(probe, stat::LOST);
-        if let Some(info) = info {
-            // SAFETY: as above. Two CPUs losing at once may add one instead
-            // of two: the count still changes, which is all the agent needs.
-            unsafe { (*info).lost = (*info).lost.wrapping_add(1) };
-        }
+        return;
+    }
+    count(probe, stat::LOST);
+    if let Some(info) = SOCKS.get_ptr_mut(&sock) {
+        // SAFETY: map value pointer valid for this program run. Two CPUs
+        // losing at once may add one instead of two: the count still
+        // changes, which is all the agent needs.
+        unsafe { (*info).lost = (*info).lost.wrapping_add(1) };
     }
 }

@@ -145,19 +145,20 @@ fn release_write(id: u64, sk: u64, fd: i32) {
     let conn = unsafe { (*held).header.sock };
     let _ = TLS_SOCKS.insert(&conn, &sk, 0);
     mark_tls(sk);
-    let (tuple, flags) = match SOCKS.get_ptr_mut(&sk) {
+    let (tuple, flags, lost) = match SOCKS.get_ptr_mut(&sk) {
         // SAFETY: as above.
         Some(info) => unsafe {
             (*info).flags |= SOCK_SEEN;
-            ((*info).tuple, (*info).flags)
+            ((*info).tuple, (*info).flags, (*info).lost)
         },
-        None => (Default::default(), 0),
+        None => (Default::default(), 0, 0),
     };
     // SAFETY: as above.
     let captured = unsafe {
         (*held).header.sock = sk;
         (*held).header.fd = fd;
         (*held).header.tuple = tuple;
+        (*held).header.lost = lost;
         (*held).header.flags |= flags & (flag::TUPLE_KNOWN | flag::ROLE_CLIENT | flag::ROLE_SERVER);
         (*held).header.captured as usize
     };

@@ -143,14 +143,14 @@ pub fn report(
         }
     };
     // SAFETY: map value pointer valid for this program run.
-    let (tuple, sock_flags) = unsafe {
+    let (tuple, sock_flags, lost) = unsafe {
         if !tls && (*info).flags & SOCK_TLS != 0 {
             return None;
         }
         if (*info).flags & SOCK_SEEN == 0 {
             (*info).flags |= SOCK_SEEN;
         }
-        ((*info).tuple, (*info).flags)
+        ((*info).tuple, (*info).flags, (*info).lost)
     };
 
     let mut flags = sock_flags & (flag::TUPLE_KNOWN | flag::ROLE_CLIENT | flag::ROLE_SERVER);
@@ -158,6 +158,8 @@ pub fn report(
         flags |= flag::TLS;
     }
     let (scratch, filled) = fill(id, active, total, flags, tuple)?;
+    // SAFETY: this CPU's scratch record.
+    unsafe { (*scratch).header.lost = lost };
     Some((sock_flags, scratch, filled))
 }
 
