@@ -108,13 +108,14 @@ fn ms(ns: u64) -> Value {
 }
 
 impl GapReport {
-    /// `seam.gap.*` attributes for the server span, in milliseconds.
+    /// `seam.gap.*` attributes for the server span, in milliseconds. The
+    /// span has none yet: they are appended without looking for them.
     pub fn set_attributes(&self, attrs: &mut Attributes) {
-        attrs.set("seam.gap.self_ms", ms(self.self_time));
-        attrs.set("seam.gap.file_io_ms", ms(self.file_io));
-        attrs.set("seam.gap.off_cpu_ms", ms(self.off_cpu));
-        attrs.set("seam.gap.runqueue_ms", ms(self.runqueue));
-        attrs.set("seam.gap.unexplained_ms", ms(self.unexplained));
+        attrs.push("seam.gap.self_ms", ms(self.self_time));
+        attrs.push("seam.gap.file_io_ms", ms(self.file_io));
+        attrs.push("seam.gap.off_cpu_ms", ms(self.off_cpu));
+        attrs.push("seam.gap.runqueue_ms", ms(self.runqueue));
+        attrs.push("seam.gap.unexplained_ms", ms(self.unexplained));
     }
 }
 
