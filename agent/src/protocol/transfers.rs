@@ -93,3 +93,56 @@ pub(crate) fn random_split(trs: &[Tr], rng: &mut Rng) -> Vec<Tr> {
     }
     v
 }
+
+/// A junk transfer for the parsers' robustness tests: up to `max_len` bytes
+/// cut from `corpus` at random, about one byte in fifty replaced, either
+/// direction, and one in five claiming up to 100,000 bytes more than it
+/// captured. Returns direction, bytes and claimed length.
+pub(crate) fn junk_transfer(
+    rng: &mut Rng,
+    corpus: &[u8],
+    max_len: u64,
+) -> (Direction, Vec<u8>, u64) {
+    let start = rng.below(corpus.len() as u64) as usize;
+    let n = rng.below(max_len) as usize;
+    let mut data = corpus[start..(start + n).min(corpus.len())].to_vec();
+    for b in data.iter_mut() {
+        if rng.below(50) == 0 {
+            *b = rng.next() as u8;
+        }
+    }
+    let dir = if rng.below(2) == 0 {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    };
+    let len = data.len() as u64
+        + if rng.below(5) == 0 {
+            rng.below(100_000)
+        } else {
+            0
+        };
+    (dir, data, len)
+}
+
+/// What a parser's event says about request `seq`.
+pub(crate) enum Paired {
+    Start(u64),
+    Outcome(u64),
+}
+
+/// Every request that started got exactly one outcome, none came for a
+/// request that had not started, and none is left open.
+pub(crate) fn assert_paired<E>(events: &[E], seen: impl Fn(&E) -> Paired) {
+    let mut open = std::collections::HashSet::new();
+    for e in events {
+        match seen(e) {
+            Paired::Start(seq) => assert!(open.insert(seq), "request {seq} started twice"),
+            Paired::Outcome(seq) => assert!(open.remove(&seq), "outcome for {seq}, not open"),
+        }
+    }
+    assert!(
+        open.is_empty(),
+        "requests left without an outcome: {open:?}"
+    );
+}

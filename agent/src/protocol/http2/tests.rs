@@ -1,4 +1,5 @@
 use super::*;
+use crate::protocol::transfers::{Paired, assert_paired};
 
 const C: Direction = Direction::Egress;
 const S: Direction = Direction::Ingress;
@@ -970,17 +971,10 @@ fn damaged_recordings_never_panic() {
             conn.feed(*dir, &data[..cap], data.len() as u64, at(0), &mut out);
         }
         conn.close(&mut out);
-        // Every Start is followed by exactly one Done or Abandoned.
-        let mut open = std::collections::BTreeSet::new();
-        for e in &out {
-            match e {
-                H2Event::Start { seq, .. } => assert!(open.insert(*seq)),
-                H2Event::Done { seq, .. } | H2Event::Abandoned { seq } => {
-                    assert!(open.remove(seq))
-                }
-            }
-        }
-        assert!(open.is_empty());
+        assert_paired(&out, |e| match e {
+            H2Event::Start { seq, .. } => Paired::Start(*seq),
+            H2Event::Done { seq, .. } | H2Event::Abandoned { seq } => Paired::Outcome(*seq),
+        });
     }
 }
 

@@ -1,5 +1,7 @@
 use super::*;
-use crate::protocol::transfers::{Rng, Tr, random_split, split_at, t, transfers};
+use crate::protocol::transfers::{
+    Paired, Rng, Tr, assert_paired, junk_transfer, random_split, split_at, t, transfers,
+};
 use Direction::{Egress as Out, Ingress as In};
 
 fn run(trs: &[Tr]) -> (Vec<RedisEvent>, RedisConn) {
@@ -714,33 +716,13 @@ fn junk_never_panics_and_events_are_consistent() {
         let mut conn = RedisConn::new();
         let mut out = Vec::new();
         for i in 0..20 {
-            let start = rng.below(corpus.len() as u64) as usize;
-            let n = rng.below(200) as usize;
-            let mut data = corpus[start..(start + n).min(corpus.len())].to_vec();
-            for b in data.iter_mut() {
-                if rng.below(50) == 0 {
-                    *b = rng.next() as u8;
-                }
-            }
-            let dir = if rng.below(2) == 0 { Out } else { In };
-            let len = data.len() as u64
-                + if rng.below(5) == 0 {
-                    rng.below(100_000)
-                } else {
-                    0
-                };
+            let (dir, data, len) = junk_transfer(&mut rng, &corpus, 200);
             conn.feed(dir, &data, len, t(round * 100 + i), &mut out);
         }
         conn.close(&mut out);
-        let mut open = std::collections::HashSet::new();
-        for e in &out {
-            match e {
-                RedisEvent::Start { seq, .. } => assert!(open.insert(*seq)),
-                RedisEvent::Done { seq, .. } | RedisEvent::Abandoned { seq } => {
-                    assert!(open.remove(seq))
-                }
-            }
-        }
-        assert!(open.is_empty());
+        assert_paired(&out, |e| match e {
+            RedisEvent::Start { seq, .. } => Paired::Start(*seq),
+            RedisEvent::Done { seq, .. } | RedisEvent::Abandoned { seq } => Paired::Outcome(*seq),
+        });
     }
 }
