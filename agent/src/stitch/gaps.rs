@@ -201,7 +201,10 @@ mod tests {
             runqueue: vec![(5, 10)],
         };
         assert_eq!(analyze((10, 30), &outside), all_unexplained);
-        assert_eq!(analyze((30, 10), &Activity::default()), GapReport::default());
+        assert_eq!(
+            analyze((30, 10), &Activity::default()),
+            GapReport::default()
+        );
         assert_eq!(analyze((30, 10), &outside), GapReport::default());
         let mut a = Attributes::default();
         GapReport {
