@@ -71,6 +71,21 @@ impl Request {
             Request::Postgres(_) | Request::Redis(_) => None,
         }
     }
+
+    /// Whether any carrier field's name starts with `prefix` (given in
+    /// lower case; names compare case-insensitively): one pass where
+    /// asking for each field of a family would take one per name.
+    pub fn carries_prefix(&self, prefix: &str) -> bool {
+        let starts = |name: &str| {
+            name.get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        };
+        match self {
+            Request::Http(head) => head.headers.iter().any(|(k, _)| starts(k)),
+            Request::Http2(r) => r.headers.iter().any(|(k, _)| starts(k)),
+            Request::Postgres(_) | Request::Redis(_) => false,
+        }
+    }
 }
 
 /// A request with its final response.

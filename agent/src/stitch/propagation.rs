@@ -46,6 +46,11 @@ pub fn extract(request: &Request) -> Option<Carried> {
     if let Some(single) = request.carrier("b3").and_then(b3::parse_single) {
         return from_b3(single);
     }
+    // The multi-header form asks for four fields; nearly every request has
+    // none of them.
+    if !request.carries_prefix("x-b3-") {
+        return None;
+    }
     b3::parse_multi(|name| request.carrier(name)).and_then(from_b3)
 }
 
