@@ -189,7 +189,8 @@ pub struct RunArgs {
     pub gap_threshold_ms: f64,
 
     /// Do not watch file I/O and off-CPU time of serving threads (no
-    /// `seam.gap.*` attributes, no file I/O spans, no sched_switch probe cost).
+    /// `seam.gap.*` attributes, no file I/O spans; the sched_switch, openat
+    /// and file-sync probes are not attached).
     #[arg(long, help_heading = "Tracing")]
     pub no_gaps: bool,
 

@@ -4,14 +4,14 @@
 //! are reported, so the cost is a map lookup per event elsewhere.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_str_bytes},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use seam_common::{IoEvent, MAX_CAPTURE, PathEvent, Probe, flag, io_op, kind, stat};
 
 use crate::{
+    ctx::syscall_arg,
     ctx::syscall_ret,
-    ctx::{field, syscall_arg},
     emit::{count, output},
     maps::{
         Active, CONFIG, EVENTS, OFF_CPU, OPENING, OffCpu, SERVING, Scratch, Serving, put, take,
@@ -182,28 +182,35 @@ pub fn exit_pwrite(ctx: TracePointContext) -> u32 {
     finish(&ctx)
 }
 
-/// `sched:sched_switch` (any kernel): a serving thread leaving the CPU is
-/// remembered; when it comes back after the threshold, the wait is reported,
-/// as blocked (it slept) or queued (it was preempted while runnable).
-#[tracepoint]
-pub fn sched_switch(ctx: TracePointContext) -> u32 {
+/// `sched:sched_switch` as a raw tracepoint (Linux 5.18+, whose prototype
+/// carries `prev_state`): it fires at every context switch of the node, so
+/// it takes the tracepoint's own arguments rather than having the kernel fill
+/// a perf record (two command names, pids, priorities) for each. A serving
+/// thread leaving the CPU is remembered by its task pointer; when that task
+/// comes back after the threshold, the wait is reported, as blocked (it
+/// slept) or queued (it was preempted while runnable).
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
     let Some(threshold) = threshold() else {
         return 0;
     };
     let now = unsafe { bpf_ktime_get_ns() };
-    let prev = bpf_get_current_pid_tgid();
-    if serving(prev) {
-        let state: i64 = field(&ctx, 32);
+    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct
+    // *next, unsigned int prev_state); prev is the current task.
+    let prev_id = bpf_get_current_pid_tgid();
+    if serving(prev_id) {
+        let prev: u64 = ctx.arg(1);
+        let state: u64 = ctx.arg(3);
         let off = OffCpu {
             since: now,
-            pid_tgid: prev,
+            pid_tgid: prev_id,
             // TASK_INTERRUPTIBLE | TASK_UNINTERRUPTIBLE: it went to sleep.
             blocked: u32::from(state & 3 != 0),
             _pad: 0,
         };
-        put(&OFF_CPU, &(prev as u32), &off);
+        put(&OFF_CPU, &prev, &off);
     }
-    let next: u32 = field(&ctx, 56);
+    let next: u64 = ctx.arg(2);
     let Some(off) = take(&OFF_CPU, &next, |o| o.since != 0, |o| o.since = 0) else {
         return 0;
     };
@@ -220,7 +227,7 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
         ts_start_ns: off.since,
         ts_end_ns: now,
         pid: (off.pid_tgid >> 32) as u32,
-        tid: next,
+        tid: off.pid_tgid as u32,
         fd: -1,
         _pad: 0,
         bytes: 0,

@@ -121,9 +121,10 @@ pub struct OffCpu {
     pub _pad: u32,
 }
 
-/// Keyed by tid; `since` 0 when the thread is not away.
+/// Keyed by `struct task_struct *` (what `sched_switch` hands over without
+/// reading the task); `since` 0 when the thread is not away.
 #[map]
-pub static OFF_CPU: LruHashMap<u32, OffCpu> = LruHashMap::with_max_entries(16384, 0);
+pub static OFF_CPU: LruHashMap<u64, OffCpu> = LruHashMap::with_max_entries(16384, 0);
 
 #[map]
 pub static ACTIVE: LruHashMap<u64, Active> = LruHashMap::with_max_entries(32768, 0);

@@ -133,3 +133,23 @@ impl BpfObjects {
         ]
     }
 }
+
+/// Every program attached through a BPF link: (program name, link type),
+/// e.g. `("sched_switch", "raw_tracepoint")`, `("exit_read", "perf_event")`.
+pub fn linked_programs() -> BTreeSet<(String, String)> {
+    let names: std::collections::HashMap<u64, String> = bpftool(&["prog", "show"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p.get("id")?.as_u64()?, p.get("name")?.as_str()?.to_string())))
+        .collect();
+    bpftool(&["link", "show"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            let name = names.get(&l.get("prog_id")?.as_u64()?)?;
+            Some((name.clone(), l.get("type")?.as_str()?.to_string()))
+        })
+        .collect()
+}

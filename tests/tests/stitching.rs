@@ -1,12 +1,14 @@
 //! Trace context end to end: incoming W3C and B3 headers on the entry
-//! request, and gap attribution of the demo's slow log write.
-use std::time::Duration;
+//! request, and gap attribution: the demo's slow log write, a handler that
+//! sleeps and one that waits for its CPU.
+use std::{process::Command, time::Duration};
 
 use seam_tests::{
     agent::Agent,
+    bpf::linked_programs,
     checkout::Chain,
     otlp::{Kind, Receiver},
-    procs::{curl, scratch_dir},
+    procs::{Proc, curl, free_port, scratch_dir, wait_port},
     serial,
     slowfs::SlowFs,
     spans::{SpanView, of},
@@ -228,4 +230,136 @@ async fn sdk_instrumented_service_in_the_middle_makes_one_tree() {
         }
     }
     drop(chain);
+}
+
+/// A one-thread HTTP server: `/sleep` blocks for 300 ms, `/spin` burns the
+/// CPU for 300 ms of wall time.
+const WAITING_SERVER: &str = r#"
+import sys, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/sleep":
+            time.sleep(0.3)
+        else:
+            end = time.monotonic() + 0.3
+            while time.monotonic() < end:
+                pass
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+fn gap_ms(span: &SpanView, key: &str) -> f64 {
+    let value = span.span.attributes.iter().find(|kv| kv.key == key);
+    match value.and_then(|kv| kv.value.as_ref()?.value.clone()) {
+        Some(opentelemetry_proto::tonic::common::v1::any_value::Value::DoubleValue(v)) => v,
+        other => panic!("{key}: {other:?}"),
+    }
+}
+
+/// The `sched_switch` probe's two readings of a serving thread's time away
+/// from the CPU: asleep (blocked) and runnable but queued behind another
+/// task on its CPU (both pinned to CPU 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_and_queued_handlers_explain_their_gaps() {
+    let _serial = serial().await;
+    let receiver = Receiver::start(Kind::Grpc).await;
+    let port = free_port();
+    let mut cmd = Command::new("taskset");
+    cmd.args([
+        "-c",
+        "0",
+        "python3",
+        "-c",
+        WAITING_SERVER,
+        &port.to_string(),
+    ]);
+    let server = Proc::spawn("waiting-server", cmd);
+    assert!(wait_port(port, Duration::from_secs(10)), "{}", server.log());
+    let mut args = Agent::otlp_args(&receiver);
+    args.extend(["--port".to_string(), port.to_string()]);
+    let mut agent = Agent::start(&args, &[]);
+    assert_eq!(curl(&[&format!("http://127.0.0.1:{port}/sleep")]).0, 200);
+    let mut hog = Command::new("taskset");
+    hog.args(["-c", "0", "sh", "-c", "while :; do :; done"]);
+    let mut hog = Proc::spawn("cpu-hog", hog);
+    assert_eq!(curl(&[&format!("http://127.0.0.1:{port}/spin")]).0, 200);
+    hog.stop();
+    let spans = receiver.settle(2, Duration::from_secs(30)).await;
+    assert!(agent.stop().success());
+    assert_eq!(spans.len(), 2, "one server span per request");
+    let by_path = |path: &str| {
+        spans
+            .iter()
+            .find(|s| s.attr("url.path").as_deref() == Some(path))
+            .unwrap_or_else(|| panic!("no span for {path}"))
+    };
+    let sleep = by_path("/sleep");
+    let (off_cpu, queued) = (
+        gap_ms(sleep, "seam.gap.off_cpu_ms"),
+        gap_ms(sleep, "seam.gap.runqueue_ms"),
+    );
+    assert!(
+        (280.0..=400.0).contains(&off_cpu) && queued < 50.0,
+        "/sleep: off-CPU {off_cpu} ms, run queue {queued} ms"
+    );
+    let spin = by_path("/spin");
+    let (off_cpu, queued) = (
+        gap_ms(spin, "seam.gap.off_cpu_ms"),
+        gap_ms(spin, "seam.gap.runqueue_ms"),
+    );
+    // Two busy tasks share CPU 0: the handler waits for about half of its
+    // 300 ms, in slices of a few milliseconds (above the 1 ms threshold).
+    assert!(
+        (60.0..=250.0).contains(&queued) && off_cpu < 50.0,
+        "/spin: off-CPU {off_cpu} ms, run queue {queued} ms"
+    );
+    drop(server);
+}
+
+/// The `sched_switch` probe runs at every context switch of the node: it is
+/// a raw tracepoint, and with `--no-gaps` it is not attached at all, nor are
+/// the other programs that only watch serving threads' waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gap_probes_are_attached_only_with_gaps() {
+    let _serial = serial().await;
+    let gap_only = ["sched_switch", "enter_openat", "exit_openat", "enter_fsync"];
+    let port = free_port().to_string();
+    let attached = |extra: &[&str]| {
+        let mut args = vec!["--port".to_string(), port.clone()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut agent = Agent::start(&args, &[]);
+        let linked = linked_programs();
+        assert!(agent.stop().success());
+        linked
+    };
+    let with = attached(&[]);
+    assert!(
+        with.contains(&("sched_switch".into(), "raw_tracepoint".into())),
+        "{with:?}"
+    );
+    for name in gap_only.iter().chain(&["sock_send_length", "exit_read"]) {
+        assert!(
+            with.iter().any(|(n, _)| n == name),
+            "{name} not attached: {with:?}"
+        );
+    }
+    let without = attached(&["--no-gaps"]);
+    for name in gap_only {
+        assert!(
+            !without.iter().any(|(n, _)| n == name),
+            "{name} attached: {without:?}"
+        );
+    }
+    for name in ["sock_send_length", "exit_read", "inet_sock_set_state"] {
+        assert!(
+            without.iter().any(|(n, _)| n == name),
+            "{name} not attached: {without:?}"
+        );
+    }
 }

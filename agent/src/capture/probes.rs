@@ -5,7 +5,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, SockHash},
     programs::{
-        CgroupAttachMode, SkMsg, SockOps, TracePoint, UProbe,
+        CgroupAttachMode, RawTracePoint, SkMsg, SockOps, TracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeScope},
     },
 };
@@ -67,6 +67,27 @@ pub(crate) const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("process_fork", "sched", "sched_process_fork"),
     ("process_exec", "sched", "sched_process_exec"),
     ("process_exit", "sched", "sched_process_exit"),
+];
+
+/// Programs of [`TRACEPOINTS`] that are raw tracepoints: they take the
+/// tracepoint's arguments, so the kernel fills no perf record for them. For
+/// hooks that fire for every process of the node, whatever it is traced.
+const RAW_TRACEPOINTS: &[&str] = &["sched_switch"];
+
+/// Programs of [`TRACEPOINTS`] that only watch serving threads' file I/O and
+/// time off the CPU: with gaps turned off they are not attached at all.
+const GAP_PROGRAMS: &[&str] = &[
+    "enter_fsync",
+    "exit_fsync",
+    "enter_fdatasync",
+    "exit_fdatasync",
+    "enter_pread",
+    "exit_pread",
+    "enter_pwrite",
+    "exit_pwrite",
+    "sched_switch",
+    "enter_openat",
+    "exit_openat",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -246,14 +267,15 @@ impl Probes {
             .load(PROBES_ELF)
             .map_err(CaptureError::Load)?;
         for (name, _, _) in TRACEPOINTS {
-            let program: &mut TracePoint = ebpf
+            let program = ebpf
                 .program_mut(name)
-                .ok_or(CaptureError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| CaptureError::Program { name, source })?;
-            program
-                .load()
-                .map_err(|source| CaptureError::Program { name, source })?;
+                .ok_or(CaptureError::MissingProgram(name))?;
+            let loaded = if RAW_TRACEPOINTS.contains(name) {
+                <&mut RawTracePoint>::try_from(program).and_then(|p| p.load())
+            } else {
+                <&mut TracePoint>::try_from(program).and_then(|p| p.load())
+            };
+            loaded.map_err(|source| CaptureError::Program { name, source })?;
         }
         for name in UPROBES {
             let program: &mut UProbe = ebpf
@@ -339,19 +361,24 @@ impl Probes {
             )
             .map_err(map_err("CONFIG"))?;
         for (name, category, event) in TRACEPOINTS {
-            let program: &mut TracePoint = self
+            if gap_threshold_ns.is_none() && GAP_PROGRAMS.contains(name) {
+                continue;
+            }
+            let program = self
                 .ebpf
                 .program_mut(name)
-                .ok_or(CaptureError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| CaptureError::Program { name, source })?;
-            program
-                .attach(category, event)
-                .map_err(|source| CaptureError::Attach {
-                    category,
-                    event,
-                    source,
-                })?;
+                .ok_or(CaptureError::MissingProgram(name))?;
+            let attached = if RAW_TRACEPOINTS.contains(name) {
+                <&mut RawTracePoint>::try_from(program).and_then(|p| p.attach(event).map(drop))
+            } else {
+                <&mut TracePoint>::try_from(program)
+                    .and_then(|p| p.attach(category, event).map(drop))
+            };
+            attached.map_err(|source| CaptureError::Attach {
+                category,
+                event,
+                source,
+            })?;
         }
         Ok(selector)
     }
