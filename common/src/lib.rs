@@ -299,7 +299,9 @@ pub struct Config {
     pub io_threshold_ns: u64,
     /// Non-zero: insert `traceparent` into outgoing plaintext HTTP/1 requests.
     pub inject: u32,
-    pub _pad: u32,
+    /// Non-zero once the allowlist has held a cgroup: only then do untraced
+    /// processes pay the cgroup id and its lookup as well.
+    pub by_cgroup: u32,
     /// Head sampling of traces the probes start: sampled when the low 56
     /// bits of the trace id reach this (0: always; above 2^56: never).
     pub sample_threshold: u64,
@@ -488,6 +490,7 @@ mod tests {
     fn config_layout_and_round_trip() {
         assert_eq!(size_of::<Config>(), 40);
         assert_eq!(offset_of!(Config, io_threshold_ns), 16);
+        assert_eq!(offset_of!(Config, by_cgroup), 28);
         assert_eq!(offset_of!(Config, sample_threshold), 32);
         round_trip(Config {
             mode: mode::ALLOWLIST,
@@ -496,7 +499,7 @@ mod tests {
             gaps: 1,
             io_threshold_ns: 1_000_000,
             inject: 1,
-            _pad: 0,
+            by_cgroup: 1,
             sample_threshold: 1 << 55,
         });
     }

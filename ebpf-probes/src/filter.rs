@@ -1,6 +1,6 @@
 //! The first thing every process-context probe asks: is this process traced?
 //! Untraced processes leave after one array lookup (and one hash lookup in
-//! allowlist mode).
+//! allowlist mode, two once containers are selected by cgroup).
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid};
 use seam_common::mode;
 
@@ -26,7 +26,8 @@ pub fn is_traced() -> bool {
             // SAFETY: read-only lookups of plain values.
             unsafe {
                 TRACED_PIDS.get(&tgid).is_some()
-                    || TRACED_CGROUPS.get(&bpf_get_current_cgroup_id()).is_some()
+                    || (config.by_cgroup != 0
+                        && TRACED_CGROUPS.get(&bpf_get_current_cgroup_id()).is_some())
             }
         }
         _ => false,

@@ -198,6 +198,13 @@ impl Selector {
     }
 
     pub fn trace_cgroup(&mut self, id: u64) -> Result<(), CaptureError> {
+        // The probes look cgroups up from now on (before the first is
+        // there, so none is missed); the flag stays set.
+        let mut config = self.config.get(&0, 0).map_err(map_err("CONFIG"))?;
+        if config.by_cgroup == 0 {
+            config.by_cgroup = 1;
+            self.config.set(0, config, 0).map_err(map_err("CONFIG"))?;
+        }
         self.cgroups
             .insert(id, 1, 0)
             .map_err(map_err("TRACED_CGROUPS"))
@@ -354,7 +361,7 @@ impl Probes {
                     gaps: u32::from(gap_threshold_ns.is_some()),
                     io_threshold_ns: gap_threshold_ns.unwrap_or(u64::MAX),
                     inject: 0,
-                    _pad: 0,
+                    by_cgroup: 0,
                     sample_threshold: 0,
                 },
                 0,

@@ -24,7 +24,7 @@ use crate::metrics::{self, Counters};
 /// agent 2.2% of a core, 10 ms 3.1%, 4 ms 3.7% (README → Performance). The
 /// reorder windows of the connection and stitch stages grow with it. At
 /// full load the ring must hold this long's events: ~1.5 MiB of the default
-/// 16 at 50,000 requests/s.
+/// 8 at 50,000 requests/s.
 pub const PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The ring buffer, in epoll only while [`Ring::readable`] waits.
