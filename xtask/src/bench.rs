@@ -323,6 +323,25 @@ fn group_cpu_seconds(pgids: &[u32]) -> f64 {
     total as f64 / clock_ticks()
 }
 
+/// (idle, total) clock ticks of all CPUs so far; idle includes iowait.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    parse_machine_ticks(stat.lines().next()?)
+}
+
+fn parse_machine_ticks(cpu_line: &str) -> Option<(u64, u64)> {
+    let mut fields = cpu_line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal (guest time is in user).
+    let v: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    (v.len() == 8).then(|| (v[3] + v[4], v.iter().sum()))
+}
+
 /// Peak resident set size (VmHWM) in KiB.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     fs::read_to_string(format!("/proc/{pid}/status"))
@@ -596,6 +615,8 @@ struct Sample {
     p99_us: f64,
     elapsed_s: f64,
     app_cpu_s: f64,
+    /// Share of all CPUs' time spent idle during the load, in percent.
+    idle_pct: Option<f64>,
     agent_cpu_s: Option<f64>,
     agent_rss_kib: Option<u64>,
     lost: Option<u64>,
@@ -748,7 +769,12 @@ fn measure_into(
     let app0 = group_cpu_seconds(&pgids);
     let agent0 = agent.as_ref().and_then(|a| cpu_seconds(a.group.pid()));
     let spans0 = ctx.receiver.counts();
+    let ticks0 = machine_ticks();
     let out = run_load(ctx, scn, servers, load)?;
+    s.idle_pct = machine_ticks()
+        .zip(ticks0)
+        .filter(|(b, a)| b.1 > a.1)
+        .map(|(b, a)| (b.0 - a.0) as f64 / (b.1 - a.1) as f64 * 100.0);
     // Spans are exported in batches each second, and the agent refreshes
     // its probe counters every 2 s.
     let spans1 = match mode {
@@ -965,6 +991,7 @@ struct Row {
     agent_ms_per_1k: f64,
     agent_pct_core: f64,
     app_ms_per_1k: f64,
+    idle_pct: f64,
     agent_rss_mib: f64,
     lost: Option<u64>,
     spans: Option<u64>,
@@ -1002,6 +1029,7 @@ fn summarize(scns: &[Scenario], samples: &[Sample]) -> Vec<Row> {
             agent_ms_per_1k: med(v, &|s| s.agent_cpu_s.map(|c| per_1k(c, s))),
             agent_pct_core: med(v, &|s| s.agent_cpu_s.map(|c| c / s.elapsed_s * 100.0)),
             app_ms_per_1k: med(v, &|s| Some(per_1k(s.app_cpu_s, s))),
+            idle_pct: med(v, &|s| s.idle_pct),
             agent_rss_mib: med(v, &|s| s.agent_rss_kib.map(|k| k as f64 / 1024.0)),
             lost: sum(&|s| s.lost),
             spans: sum(&|s| s.spans),
@@ -1031,9 +1059,9 @@ fn opt_f(v: f64, f: impl Fn(f64) -> String) -> String {
 fn markdown(rows: &[Row], notes: &[String]) -> String {
     let mut md = String::new();
     md.push_str(
-        "| scenario | mode | load | req/s | vs base | p50 | Δp50 | p99 | Δp99 | agent CPU ms/1k req | agent % core | app CPU ms/1k req | agent peak RSS | ring-buffer lost | spans received/expected |\n",
+        "| scenario | mode | load | req/s | vs base | p50 | Δp50 | p99 | Δp99 | agent CPU ms/1k req | agent % core | app CPU ms/1k req | CPUs idle | agent peak RSS | ring-buffer lost | spans received/expected |\n",
     );
-    md.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    md.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for r in rows {
         let base = r.mode == Mode::Baseline;
         let spans = match (r.spans, r.spans_expected) {
@@ -1045,7 +1073,7 @@ fn markdown(rows: &[Row], notes: &[String]) -> String {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.scenario,
             r.mode.name(),
             r.load.label(),
@@ -1070,6 +1098,7 @@ fn markdown(rows: &[Row], notes: &[String]) -> String {
             opt_f(r.agent_ms_per_1k, |v| format!("{v:.1}")),
             opt_f(r.agent_pct_core, |v| format!("{v:.1}%")),
             opt_f(r.app_ms_per_1k, |v| format!("{v:.1}")),
+            opt_f(r.idle_pct, |v| format!("{v:.0}%")),
             opt_f(r.agent_rss_mib, |v| format!("{v:.1} MiB")),
             r.lost.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
             spans,
@@ -1080,7 +1109,9 @@ fn markdown(rows: &[Row], notes: &[String]) -> String {
          `max`: wrk, 1 thread, closed loop; `N/s`: constant rate, latency from each request's \
          scheduled time. CPU per 1,000 requests is utime+stime from /proc; app CPU is every \
          process of the traced servers (it includes the probes, which run in the traced \
-         processes' syscalls). wrk stops with requests in flight that the servers still \
+         processes' syscalls). CPUs idle: share of all CPUs' time idle during the load \
+         (/proc/stat), which shows when the load generator, servers and agent do not fill \
+         the machine. wrk stops with requests in flight that the servers still \
          answer, so at `max` spans can exceed requests × spans per request by up to its \
          connections × spans per request. nginx-tls expects one span per request too: a \
          seam that cannot read TLS plaintext sees only ciphertext there and makes none.\n",
@@ -1104,6 +1135,7 @@ fn sample_json(s: &Sample) -> Value {
         "p50_us": finite(s.p50_us),
         "p99_us": finite(s.p99_us),
         "app_cpu_s": s.app_cpu_s,
+        "cpus_idle_pct": s.idle_pct,
         "agent_cpu_s": s.agent_cpu_s,
         "agent_peak_rss_kib": s.agent_rss_kib,
         "ring_buffer_lost": s.lost,
@@ -1135,6 +1167,7 @@ fn row_json(r: &Row) -> Value {
         "agent_cpu_ms_per_1k_requests": finite(r.agent_ms_per_1k),
         "agent_cpu_pct_of_one_core": finite(r.agent_pct_core),
         "app_cpu_ms_per_1k_requests": finite(r.app_ms_per_1k),
+        "cpus_idle_pct": finite(r.idle_pct),
         "agent_peak_rss_mib": finite(r.agent_rss_mib),
         "ring_buffer_lost": r.lost,
         "spans": r.spans,
@@ -1448,6 +1481,16 @@ Transfer/sec:     32.71MB
         assert_eq!(o.errors, 7);
         assert_eq!(o.ok, 209_314);
         assert_eq!(o.elapsed, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn machine_ticks_count_iowait_as_idle() {
+        assert_eq!(
+            parse_machine_ticks("cpu  100 5 50 800 20 3 2 0 0 0"),
+            Some((820, 980))
+        );
+        assert_eq!(parse_machine_ticks("cpu0 1 2 3 4 5 6 7 8 0 0"), None);
+        assert_eq!(parse_machine_ticks("cpu  1 2 3"), None);
     }
 
     #[test]
