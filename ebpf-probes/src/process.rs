@@ -11,7 +11,7 @@ use seam_common::{COMM_LEN, Probe, ProcEvent, kind, mode, proc_op};
 use crate::{
     emit::output,
     filter::{current_mode, is_traced},
-    maps::{CONFIG, TRACED_COMMS, TRACED_PIDS},
+    maps::{CONFIG, SERVING, TRACED_COMMS, TRACED_PIDS},
 };
 
 #[inline(always)]
@@ -77,13 +77,20 @@ pub fn process_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `sched:sched_process_exit` (any kernel): a process's last thread leaving;
-/// the agent frees what it kept for the pid. With an allowlist every exit is
-/// reported, because every exec is, and the agent reads each exec'ing process
-/// before it knows whether it will be traced.
+/// `sched:sched_process_exit` (any kernel): a thread leaving. For a
+/// process's main thread the agent frees what it kept for the pid. With an
+/// allowlist every exit is reported, because every exec is, and the agent
+/// reads each exec'ing process before it knows whether it will be traced.
 #[tracepoint]
 pub fn process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // A thread that dies while serving a request must not leave an off-CPU
+    // entry at its last switch: `sched_switch` keys them by task pointer, and
+    // the next task given this task_struct would inherit the wait.
+    if let Some(s) = SERVING.get_ptr_mut(&pid_tgid) {
+        // SAFETY: map value pointer valid for this program run.
+        unsafe { (*s).sock = 0 };
+    }
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if tgid != tid {
         return 0;

@@ -293,28 +293,25 @@ async fn sleeping_and_queued_handlers_explain_their_gaps() {
     let spans = receiver.settle(2, Duration::from_secs(30)).await;
     assert!(agent.stop().success());
     assert_eq!(spans.len(), 2, "one server span per request");
-    let by_path = |path: &str| {
-        spans
+    // (off-CPU, run queue) ms of the request for `path`.
+    let waits = |path: &str| {
+        let span = spans
             .iter()
             .find(|s| s.attr("url.path").as_deref() == Some(path))
-            .unwrap_or_else(|| panic!("no span for {path}"))
+            .unwrap_or_else(|| panic!("no span for {path}"));
+        (
+            gap_ms(span, "seam.gap.off_cpu_ms"),
+            gap_ms(span, "seam.gap.runqueue_ms"),
+        )
     };
-    let sleep = by_path("/sleep");
-    let (off_cpu, queued) = (
-        gap_ms(sleep, "seam.gap.off_cpu_ms"),
-        gap_ms(sleep, "seam.gap.runqueue_ms"),
-    );
+    let (off_cpu, queued) = waits("/sleep");
     assert!(
         (280.0..=400.0).contains(&off_cpu) && queued < 50.0,
         "/sleep: off-CPU {off_cpu} ms, run queue {queued} ms"
     );
-    let spin = by_path("/spin");
-    let (off_cpu, queued) = (
-        gap_ms(spin, "seam.gap.off_cpu_ms"),
-        gap_ms(spin, "seam.gap.runqueue_ms"),
-    );
     // Two busy tasks share CPU 0: the handler waits for about half of its
     // 300 ms, in slices of a few milliseconds (above the 1 ms threshold).
+    let (off_cpu, queued) = waits("/spin");
     assert!(
         (60.0..=250.0).contains(&queued) && off_cpu < 50.0,
         "/spin: off-CPU {off_cpu} ms, run queue {queued} ms"
