@@ -1236,15 +1236,20 @@ fn utc(secs: u64) -> String {
     )
 }
 
-/// The harness checks of `--quick`: every mode ran; at the low fixed rate
-/// seam delivered exactly the spans the requests make (nginx and chain).
+/// The harness checks of `--quick`: every mode ran and its machine-wide idle
+/// share was read; at the low fixed rate seam delivered exactly the spans the
+/// requests make (nginx and chain).
 fn checks(scns: &[Scenario], samples: &[Sample]) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     for scn in scns {
         for &mode in &scn.modes {
-            let ran = samples
-                .iter()
-                .any(|s| s.scenario == scn.name && s.mode == mode && s.error.is_none() && s.ok > 0);
+            let ran = samples.iter().any(|s| {
+                s.scenario == scn.name
+                    && s.mode == mode
+                    && s.error.is_none()
+                    && s.ok > 0
+                    && s.idle_pct.is_some_and(|p| (0.0..=100.0).contains(&p))
+            });
             out.push((format!("{} / {} ran", scn.name, mode.name()), ran));
         }
         if matches!(scn.kind, Kind::Nginx | Kind::Chain) {
