@@ -294,7 +294,11 @@ async fn resync_after_dropped_connections_and_410() {
     // History compacted under an open watch: ERROR 410, relist, and the
     // relist changes nothing.
     h.api.with(|s| s.compact());
-    h.quiet(Duration::from_millis(3000)).await;
+    h.quiet_until("both relists", |h| {
+        h.api.lists_of("/api/v1/pods") >= 2 && h.api.lists_of("/api/v1/namespaces") >= 2
+    })
+    .await;
+    h.quiet(QUIET).await;
     assert_eq!(h.api.lists_of("/api/v1/pods"), 2);
     assert_eq!(h.api.lists_of("/api/v1/namespaces"), 2);
 

@@ -89,6 +89,20 @@ impl Harness {
         }
     }
 
+    /// Waits up to 20 s (a few watch-error backoffs, which are jittered)
+    /// for `done` to hold, asserting that no update arrives meanwhile.
+    pub async fn quiet_until(&mut self, what: &str, mut done: impl FnMut(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !done(self) {
+            if tokio::time::Instant::now() >= deadline {
+                panic!("not within 20 s: {what}");
+            }
+            if let Ok(u) = tokio::time::timeout(Duration::from_millis(50), self.rx.recv()).await {
+                panic!("expected no update while waiting for {what}, got {u:?}");
+            }
+        }
+    }
+
     /// Asserts no update arrives for `d`.
     pub async fn quiet(&mut self, d: Duration) {
         if let Ok(u) = tokio::time::timeout(d, self.rx.recv()).await {
