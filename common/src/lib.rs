@@ -258,8 +258,9 @@ pub struct IoEvent {
 /// Bytes of a path kept by a [`PathEvent`].
 pub const PATH_LEN: usize = 256;
 
-/// A serving thread opened a file: names the fd of later [`IoEvent`]s even
-/// when the file is closed before the agent could look it up.
+/// The name a serving thread opened a file by: kept in the kernel under
+/// the new fd and sent just ahead of a slow [`IoEvent`] on that fd, so the
+/// I/O is named even when the file is closed before the agent could look.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PathEvent {

@@ -7,14 +7,15 @@ use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use seam_common::{IoEvent, MAX_CAPTURE, PathEvent, Probe, flag, io_op, kind, stat};
+use seam_common::{IoEvent, MAX_CAPTURE, Probe, flag, io_op, kind, stat};
 
 use crate::{
     ctx::syscall_arg,
     ctx::syscall_ret,
     emit::{count, output},
     maps::{
-        Active, CONFIG, EVENTS, OFF_CPU, OPENING, OffCpu, SERVING, Scratch, Serving, put, take,
+        Active, CONFIG, FD_PATHS, OFF_CPU, OPENING, OffCpu, PATH_SCRATCH, SERVING, Scratch,
+        Serving, fd_key, put, take,
     },
     syscalls::{begin, finish},
 };
@@ -107,6 +108,11 @@ pub fn file_io(id: u64, active: &Active, bytes: u64) {
         Some(Probe::FileIo) => io_op::FSYNC,
         _ => return,
     };
+    // The file's name first, so the agent knows it when the I/O arrives.
+    // SAFETY: read-only lookup; the value is copied into the ring buffer.
+    if let Some(path) = unsafe { FD_PATHS.get(&fd_key(id, active.fd)) } {
+        output(Probe::Open, path);
+    }
     let event = IoEvent {
         kind: kind::IO,
         op,
@@ -250,7 +256,8 @@ pub fn enter_openat(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `syscalls:sys_exit_openat`: reports the fd and the name it was opened by.
+/// `syscalls:sys_exit_openat`: keeps the name under the new fd, for a slow
+/// I/O on it to be named by.
 #[tracepoint]
 pub fn exit_openat(ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
@@ -261,25 +268,37 @@ pub fn exit_openat(ctx: TracePointContext) -> u32 {
     if fd < 0 {
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<PathEvent>(0) else {
-        count(Probe::Open, stat::LOST);
-        return 0;
+    let key = fd_key(id, fd as i32);
+    let slot = match FD_PATHS.get_ptr_mut(&key) {
+        Some(slot) => slot,
+        None => {
+            let Some(fresh) = PATH_SCRATCH.get_ptr(0) else {
+                return 0;
+            };
+            // SAFETY: this CPU's scratch value, copied by the insert.
+            if FD_PATHS.insert(&key, unsafe { &*fresh }, 0).is_err() {
+                count(Probe::Open, stat::LOST);
+                return 0;
+            }
+            let Some(slot) = FD_PATHS.get_ptr_mut(&key) else {
+                return 0;
+            };
+            slot
+        }
     };
-    let event = entry.as_mut_ptr();
-    // SAFETY: the reserved record is ours until submitted; the name is a user
-    // string read through the helper, bounded by the array.
+    // SAFETY: map value pointer valid for this program run. Only a thread of
+    // this process reopening the same fd writes it; a slow I/O on the fd in
+    // another thread meanwhile could at worst copy a half-written name.
     let len = unsafe {
-        (*event).kind = kind::PATH;
-        (*event).fd = fd as i32;
-        (*event).pid = (id >> 32) as u32;
-        match bpf_probe_read_user_str_bytes(name as *const u8, &mut (*event).path) {
+        (*slot).kind = kind::PATH;
+        (*slot).fd = fd as i32;
+        (*slot).pid = (id >> 32) as u32;
+        match bpf_probe_read_user_str_bytes(name as *const u8, &mut (*slot).path) {
             Ok(bytes) => bytes.len() as u32,
             Err(_) => 0,
         }
     };
     // SAFETY: as above.
-    unsafe { (*event).len = len };
-    entry.submit(0);
-    count(Probe::Open, stat::EMITTED);
+    unsafe { (*slot).len = len };
     0
 }

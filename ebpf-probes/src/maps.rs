@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
-use seam_common::{Config, DataHeader, MAX_CAPTURE, STATS_LEN, TraceCtx, Tuple};
+use seam_common::{Config, DataHeader, MAX_CAPTURE, PathEvent, STATS_LEN, TraceCtx, Tuple};
 
 /// Stores `value` under `key`, in place when the key has an entry already.
 /// An update allocates a new element and frees the old one under the LRU's
@@ -164,6 +164,23 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// (0 outside).
 #[map]
 pub static OPENING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// Names of the files serving threads opened, by `tgid << 32 | fd`. A name
+/// travels to the agent only ahead of a slow I/O on its fd: a server that
+/// opens a file per request (nginx's static files) would otherwise send a
+/// record per request that almost never names anything.
+#[map]
+pub static FD_PATHS: LruHashMap<u64, PathEvent> = LruHashMap::with_max_entries(4096, 0);
+
+/// Where a name is built before its first insert into `FD_PATHS`.
+#[map]
+pub static PATH_SCRATCH: PerCpuArray<PathEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// The `FD_PATHS` key of `fd` in the process of `pid_tgid`.
+#[inline(always)]
+pub fn fd_key(pid_tgid: u64, fd: i32) -> u64 {
+    (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(fd as u32)
+}
 
 /// A TLS library call (SSL_read/SSL_write and friends) between its entry
 /// uprobe and its return, keyed by pid_tgid. `sock` is learnt from the
