@@ -17,7 +17,7 @@ use crate::{
     filter::is_traced,
     maps::{
         Active, FD_SOCKS, GO_CALLS, GO_THREAD, GoKey, GoThread, TLS_READ, TLS_SOCKS, TLS_WRITE,
-        TlsCall,
+        TlsCall, fd_key,
     },
     syscalls::report,
     tls::mark_tls,
@@ -124,7 +124,7 @@ pub fn go_tls_ret(ctx: ProbeContext) -> u32 {
     // now behind the connection's descriptor (the syscall came too late to
     // be sure of); else what an earlier call on the connection learnt.
     let fd_sock = || {
-        let key = (id & !0xffff_ffff) | call.fd as u32 as u64;
+        let key = fd_key(id, call.fd);
         // SAFETY: plain value read.
         (call.fd >= 0)
             .then(|| unsafe { FD_SOCKS.get(&key) }.copied())

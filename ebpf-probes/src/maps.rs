@@ -165,18 +165,22 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static OPENING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 
-/// Names of the files serving threads opened, by `tgid << 32 | fd`. A name
+/// Names of the files serving threads opened, by [`fd_key`]. A name
 /// travels to the agent only ahead of a slow I/O on its fd: a server that
 /// opens a file per request (nginx's static files) would otherwise send a
-/// record per request that almost never names anything.
+/// record per request that almost never names anything. Like the agent's
+/// table before, entries outlive a close: an fd is renamed when a serving
+/// thread opens a file under it again.
 #[map]
 pub static FD_PATHS: LruHashMap<u64, PathEvent> = LruHashMap::with_max_entries(4096, 0);
 
-/// Where a name is built before its first insert into `FD_PATHS`.
+/// An all-zero name: a new `FD_PATHS` entry is inserted from it, and the
+/// name is then read into the entry in place.
 #[map]
 pub static PATH_SCRATCH: PerCpuArray<PathEvent> = PerCpuArray::with_max_entries(1, 0);
 
-/// The `FD_PATHS` key of `fd` in the process of `pid_tgid`.
+/// The key of descriptor `fd` in the process of `pid_tgid` (`FD_PATHS`,
+/// `FD_SOCKS`): tgid in the high half, fd in the low.
 #[inline(always)]
 pub fn fd_key(pid_tgid: u64, fd: i32) -> u64 {
     (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(fd as u32)
@@ -330,7 +334,7 @@ pub static INJECT_BUF: PerCpuArray<[u8; 2048]> = PerCpuArray::with_max_entries(1
 pub static HEAD_SCAN: PerCpuArray<crate::inject::Head> = PerCpuArray::with_max_entries(2, 0);
 
 /// The socket behind each file descriptor of traced processes, keyed by
-/// `tgid << 32 | fd`, from their socket transfers: a Go TLS call that named
+/// [`fd_key`], from their socket transfers: a Go TLS call that named
 /// no socket itself is resolved through its connection's descriptor.
 #[map]
 pub static FD_SOCKS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);

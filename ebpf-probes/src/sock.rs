@@ -13,7 +13,7 @@ use crate::{
     inject,
     maps::{
         ACTIVE, FD_SOCKS, GO_CALLS, GO_THREAD, GoKey, LAST_READ, LastRead, PENDING_WRITES,
-        SOCK_SEEN, SOCKS, SockInfo, TLS_CALLS, TLS_SOCKS, TRACED_PIDS, TRACED_PORTS, put,
+        SOCK_SEEN, SOCKS, SockInfo, TLS_CALLS, TLS_SOCKS, TRACED_PIDS, TRACED_PORTS, fd_key, put,
     },
     tls::mark_tls,
 };
@@ -58,7 +58,7 @@ fn mark_transfer(ctx: &TracePointContext, recv: bool) -> u32 {
             fd = (*active).fd;
         }
         if fd >= 0 {
-            let key = (id & !0xffff_ffff) | fd as u32 as u64;
+            let key = fd_key(id, fd);
             // Written only when it changes: a lookup is much cheaper.
             // SAFETY: read-only lookup.
             if unsafe { FD_SOCKS.get(&key) } != Some(&sk) {
