@@ -158,6 +158,9 @@ pub mod ctx {
     pub const SET: u8 = 1;
     /// `parent_id` is set.
     pub const PARENT: u8 = 2;
+    /// The request's head began in an earlier read on the socket: the
+    /// context is that request's, decided once its head was all read.
+    pub const CONTINUED: u8 = 4;
 }
 
 /// Header of a [`kind::DATA`] record: one socket transfer (or one TLS call) of

@@ -15,7 +15,7 @@ use crate::{
     emit::{count, output},
     maps::{
         Active, CONFIG, FD_PATHS, OFF_CPU, OPENING, OffCpu, PATH_SCRATCH, SERVING, Scratch,
-        Serving, fd_key, put, take,
+        Serving, fd_key, put, slot, take,
     },
     syscalls::{begin, finish},
 };
@@ -268,23 +268,9 @@ pub fn exit_openat(ctx: TracePointContext) -> u32 {
     if fd < 0 {
         return 0;
     }
-    let key = fd_key(id, fd as i32);
-    let slot = match FD_PATHS.get_ptr_mut(&key) {
-        Some(slot) => slot,
-        None => {
-            let Some(fresh) = PATH_SCRATCH.get_ptr(0) else {
-                return 0;
-            };
-            // SAFETY: this CPU's scratch value, copied by the insert.
-            if FD_PATHS.insert(&key, unsafe { &*fresh }, 0).is_err() {
-                count(Probe::Open, stat::LOST);
-                return 0;
-            }
-            let Some(slot) = FD_PATHS.get_ptr_mut(&key) else {
-                return 0;
-            };
-            slot
-        }
+    let Some(slot) = slot(&FD_PATHS, &fd_key(id, fd as i32), &PATH_SCRATCH) else {
+        count(Probe::Open, stat::LOST);
+        return 0;
     };
     // SAFETY: map value pointer valid for this program run. Only a thread of
     // this process reopening the same fd writes it; a slow I/O on the fd in

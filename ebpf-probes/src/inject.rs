@@ -18,7 +18,7 @@ use aya_ebpf::{
     bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, sk_action},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_loop, bpf_msg_pull_data,
-        bpf_probe_read_kernel_buf,
+        bpf_probe_read_kernel_buf, generated::bpf_probe_read_kernel,
     },
     macros::{sk_msg, sock_ops},
     programs::{SkMsgContext, SockOpsContext},
@@ -27,7 +27,7 @@ use seam_common::{MAX_CAPTURE, TraceCtx, ctx, flag};
 
 use crate::maps::{
     Active, CONFIG, CtxOnSock, HEAD_SCAN, INJECT_BUF, INJECT_SOCKS, INJECT_STATE, INJECTED,
-    InjectState, SOCKHASH, SPAN_WORK, Scratch, THREAD_CTX, put,
+    InjectState, PENDING_HEADS, PENDING_ZERO, SOCKHASH, SPAN_WORK, Scratch, THREAD_CTX, put, slot,
 };
 
 /// Bytes of a message looked at for a request head.
@@ -365,7 +365,9 @@ pub fn on_connect(sk: u64) {
 }
 
 /// After a reported transfer: a request read on a server socket gets its
-/// span here, so that requests the thread sends meanwhile can name it; an
+/// span here, so that requests the thread sends meanwhile can name it (once
+/// its head is whole: a head split over reads is held until the read that
+/// finishes it, whose record then carries the span, marked `CONTINUED`); an
 /// injected request's record carries the span written into it. A
 /// subprogram, so that its stack is not added to every caller's frame.
 #[inline(never)]
@@ -402,30 +404,45 @@ pub fn after_transfer(
         }
         return;
     }
-    if filled < 4 || filled > MAX_CAPTURE || sock_flags & flag::ROLE_CLIENT != 0 {
+    if filled == 0 || filled > MAX_CAPTURE || sock_flags & flag::ROLE_CLIENT != 0 {
         return;
     }
     // SAFETY: this CPU's scratch record, `filled` bytes of it written.
     let data = unsafe { (*scratch).data.as_ptr() };
-    if !starts_request(data) {
-        return;
-    }
-    let len = if filled < HEAD_WINDOW {
-        filled
+    let starts = filled >= 4 && starts_request(data);
+    let (buf, len) = if starts {
+        (data, filled.min(HEAD_WINDOW))
     } else {
-        HEAD_WINDOW
+        match continue_head(active.sock, data, filled) {
+            Some(pending) => pending,
+            None => return,
+        }
     };
-    let Some(head) = scan_head(data, len, SLOT_TRANSFER) else {
+    let Some(head) = scan_head(buf, len, SLOT_TRANSFER) else {
         return;
     };
     let traceparent_at = head.traceparent_at as usize;
+    let unfinished = head.head_end == 0 && traceparent_at == 0 && len < HEAD_WINDOW;
+    if starts {
+        if unfinished {
+            // The head goes on in the next read: the span is decided there,
+            // from all of it.
+            hold_head(active.sock, data, len);
+            return;
+        }
+        forget_head(active.sock);
+    } else if unfinished {
+        return;
+    } else {
+        forget_head(active.sock);
+    }
     let Some(work) = SPAN_WORK.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: this CPU's map value, used by nothing else during this run.
     let work = unsafe { &mut *work };
     let has_parent =
-        traceparent_at != 0 && parse_traceparent(data, traceparent_at, len, &mut work.parent);
+        traceparent_at != 0 && parse_traceparent(buf, traceparent_at, len, &mut work.parent);
     new_span(has_parent.then_some(&work.parent), &mut work.entry.ctx);
     // SAFETY: plain value read.
     let ambiguous = unsafe { THREAD_CTX.get(&id) }
@@ -435,7 +452,72 @@ pub fn after_transfer(
     work.entry._pad = 0;
     put(&THREAD_CTX, &id, &work.entry);
     // SAFETY: this CPU's scratch record.
-    unsafe { (*scratch).header.ctx = work.entry.ctx };
+    unsafe {
+        (*scratch).header.ctx = work.entry.ctx;
+        if !starts {
+            // For the agent: the request began in an earlier read.
+            (*scratch).header.ctx.has |= ctx::CONTINUED;
+        }
+    }
+}
+
+/// Copies `len` bytes of `src` to `buf[at..]`; `at < HEAD_WINDOW` and
+/// `len <= HEAD_WINDOW`, within the `2 * HEAD_WINDOW` buffer.
+#[inline(always)]
+fn copy_head(buf: &mut [u8; 2048 + 128], at: usize, src: *const u8, len: usize) -> Option<()> {
+    let at = at & (HEAD_WINDOW - 1);
+    let len = len & MASK;
+    if len > HEAD_WINDOW {
+        return None;
+    }
+    // SAFETY: kernel memory (this CPU's scratch record) into a map value,
+    // in bounds by the masks above.
+    let rc =
+        unsafe { bpf_probe_read_kernel(buf.as_mut_ptr().add(at).cast(), len as u32, src.cast()) };
+    (rc == 0).then_some(())
+}
+
+/// Keeps the first `len` (< HEAD_WINDOW) bytes of a request head on `sock`.
+#[inline(always)]
+fn hold_head(sock: u64, data: *const u8, len: usize) {
+    let Some(p) = slot(&PENDING_HEADS, &sock, &PENDING_ZERO) else {
+        return;
+    };
+    // SAFETY: map value pointer valid for this program run; a socket's
+    // reads come one at a time.
+    unsafe {
+        (*p).len = 0;
+        if copy_head(&mut (*p).buf, 0, data, len).is_some() {
+            (*p).len = len as u64;
+        }
+    }
+}
+
+/// Appends a read to the head held for `sock`, if one is: the whole head
+/// so far, to scan again.
+#[inline(always)]
+fn continue_head(sock: u64, data: *const u8, filled: usize) -> Option<(*const u8, usize)> {
+    let p = PENDING_HEADS.get_ptr_mut(&sock)?;
+    // SAFETY: as in `hold_head`.
+    unsafe {
+        let have = (*p).len as usize;
+        if have == 0 || have >= HEAD_WINDOW {
+            return None;
+        }
+        let take = filled.min(HEAD_WINDOW - have);
+        copy_head(&mut (*p).buf, have, data, take)?;
+        (*p).len = (have + take) as u64;
+        Some(((*p).buf.as_ptr(), have + take))
+    }
+}
+
+/// Drops what is held for `sock`: its request's span is decided.
+#[inline(always)]
+fn forget_head(sock: u64) {
+    if let Some(p) = PENDING_HEADS.get_ptr_mut(&sock) {
+        // SAFETY: as in `hold_head`.
+        unsafe { (*p).len = 0 };
+    }
 }
 
 /// `sk_msg` on the sockhash (Linux 4.20+ for bpf_msg_push_data): inserts the

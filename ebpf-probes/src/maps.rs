@@ -291,6 +291,39 @@ pub struct InjectState {
 #[map]
 pub static INJECT_STATE: LruHashMap<u64, InjectState> = LruHashMap::with_max_entries(65536, 0);
 
+/// The start of a server request's head that one read did not finish,
+/// kept by socket until the rest arrives: the request's span is decided
+/// from the whole head, or a `traceparent` in its second half would be
+/// missed. `len` 0: unused.
+#[repr(C)]
+pub struct PendingHead {
+    pub len: u64,
+    /// `2 * HEAD_WINDOW` bytes, as the head scanner's masked reads need,
+    /// and room past them: the compiler may add a small constant after the
+    /// mask (a `traceparent` is read at a masked start plus up to 64).
+    pub buf: [u8; 2048 + 128],
+}
+
+#[map]
+pub static PENDING_HEADS: LruHashMap<u64, PendingHead> = LruHashMap::with_max_entries(256, 0);
+
+/// An all-zero [`PendingHead`], which new entries are inserted from.
+#[map]
+pub static PENDING_ZERO: PerCpuArray<PendingHead> = PerCpuArray::with_max_entries(1, 0);
+
+/// The value under `key`, inserted from `zero` (an all-zero per-CPU value:
+/// too large for the BPF stack) when missing, to be written in place.
+#[inline(always)]
+pub fn slot<K, V>(map: &LruHashMap<K, V>, key: &K, zero: &PerCpuArray<V>) -> Option<*mut V> {
+    if let Some(slot) = map.get_ptr_mut(key) {
+        return Some(slot);
+    }
+    let fresh = zero.get_ptr(0)?;
+    // SAFETY: this CPU's value, copied by the insert.
+    map.insert(key, unsafe { &*fresh }, 0).ok()?;
+    map.get_ptr_mut(key)
+}
+
 /// A span context tied to a socket.
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -260,23 +260,21 @@ async fn injected_headers_join_traces_across_hosts_and_keep_bytes_exact() {
     drop(net);
 }
 
-/// A service in the middle: the request it sends while serving one carries
-/// the served request's trace, decided in the kernel at send time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_sent_while_serving_continue_the_served_trace() {
-    let _serial = serial().await;
-    let net = NetPair::create();
-    let dir = scratch_dir().join(format!("relay-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
-    let (relay_port, down_port) = ("8081", "8082");
+/// The relay (port 8081) in the server namespace, calling the recorder
+/// (8082) while it serves, which keeps each request it receives in `dir`.
+fn start_relay(net: &NetPair, dir: &std::path::Path) -> (Proc, Proc) {
+    fs::create_dir_all(dir).unwrap();
     let mut cmd = NetPair::command(&net.server_ns, "python3");
     cmd.arg(apps_dir("inject").join("recorder.py"))
-        .args(["127.0.0.1", down_port])
-        .arg(&dir);
+        .args(["127.0.0.1", RELAY_DOWN_PORT])
+        .arg(dir);
     let downstream = Proc::spawn("recorder", cmd);
     let mut cmd = NetPair::command(&net.server_ns, "python3");
-    cmd.arg(apps_dir("inject").join("relay.py"))
-        .args([&net.server_addr, relay_port, down_port]);
+    cmd.arg(apps_dir("inject").join("relay.py")).args([
+        &net.server_addr,
+        RELAY_PORT,
+        RELAY_DOWN_PORT,
+    ]);
     let relay = Proc::spawn("relay", cmd);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !(relay.log().contains("listening") && downstream.log().contains("listening")) {
@@ -288,9 +286,15 @@ async fn requests_sent_while_serving_continue_the_served_trace() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    (relay, downstream)
+}
 
-    let receiver = Receiver::start(Kind::Grpc).await;
-    let mut args = Agent::otlp_args(&receiver);
+const RELAY_PORT: &str = "8081";
+const RELAY_DOWN_PORT: &str = "8082";
+
+/// seam tracing the relay and the recorder (and curl), injecting.
+fn relay_agent(receiver: &Receiver, relay: &Proc, downstream: &Proc) -> Agent {
+    let mut args = Agent::otlp_args(receiver);
     for pid in [relay.pid(), downstream.pid()] {
         args.extend(["--pid".to_string(), pid.to_string()]);
     }
@@ -300,10 +304,34 @@ async fn requests_sent_while_serving_continue_the_served_trace() {
         "--inject-traceparent".into(),
         "--no-tuple-linking".into(),
     ]);
-    let mut agent = Agent::start(&args, &[]);
+    Agent::start(&args, &[])
+}
+
+/// The traceparents the recorder received, as (trace, parent, flags).
+fn recorded(dir: &std::path::Path) -> Vec<(String, String, String)> {
+    let mut received: Vec<(String, String, String)> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "raw"))
+        .flat_map(|e| strip_injected(&fs::read(e.path()).unwrap()).1)
+        .collect();
+    received.sort();
+    received
+}
+
+/// A service in the middle: the request it sends while serving one carries
+/// the served request's trace, decided in the kernel at send time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sent_while_serving_continue_the_served_trace() {
+    let _serial = serial().await;
+    let net = NetPair::create();
+    let dir = scratch_dir().join(format!("relay-{}", std::process::id()));
+    let (relay, downstream) = start_relay(&net, &dir);
+    let receiver = Receiver::start(Kind::Grpc).await;
+    let mut agent = relay_agent(&receiver, &relay, &downstream);
     // Two requests on one connection: the relay serves both on one thread,
     // so the second finds that thread's entry from the first, answered.
-    let url = format!("http://{}:{relay_port}/up", net.server_addr);
+    let url = format!("http://{}:{RELAY_PORT}/up", net.server_addr);
     let out = NetPair::command(&net.client_ns, "curl")
         .args(["-s", "--max-time", "10", &url, &url])
         .output()
@@ -323,12 +351,7 @@ async fn requests_sent_while_serving_continue_the_served_trace() {
     assert_eq!(traces.len(), 2, "{spans:#?}");
     // What the downstream service received, per request, names the relay's
     // client span of the same trace.
-    let mut received: Vec<(String, String, String)> = fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "raw"))
-        .flat_map(|e| strip_injected(&fs::read(e.path()).unwrap()).1)
-        .collect();
+    let received = recorded(&dir);
     let mut want = Vec::new();
     for trace in traces.values() {
         let find = |path: &str, server: bool| -> &SpanView {
@@ -345,8 +368,71 @@ async fn requests_sent_while_serving_continue_the_served_trace() {
         assert_eq!(down.parent_id(), call.span_id());
         want.push((curl.trace_id(), call.span_id(), "01".to_string()));
     }
-    received.sort();
     want.sort();
     assert_eq!(received, want);
+    drop((relay, downstream, net));
+}
+
+/// A request head that reaches the service in two reads, its `traceparent`
+/// in the second: the span, and the request sent while serving it, still
+/// continue the caller's trace (the probes decide once the head is whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_split_over_reads_keeps_the_callers_trace() {
+    let _serial = serial().await;
+    let net = NetPair::create();
+    let dir = scratch_dir().join(format!("relay-split-{}", std::process::id()));
+    let (relay, downstream) = start_relay(&net, &dir);
+    let receiver = Receiver::start(Kind::Grpc).await;
+    let mut agent = relay_agent(&receiver, &relay, &downstream);
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    // Not traced (not curl): the caller is another host's service.
+    let client = format!(
+        r#"
+import socket, time
+s = socket.create_connection(("{addr}", {RELAY_PORT}))
+s.sendall(b"GET /up HTTP/1.1\r\nHost: relay\r\n")
+time.sleep(0.3)
+s.sendall(b"traceparent: 00-{trace}-{parent}-01\r\n\r\n")
+got = b""
+while not got.endswith(b"downstream 200\n"):
+    more = s.recv(4096)
+    if not more:
+        break
+    got += more
+print(got.decode().split("\r\n\r\n")[-1], end="")
+"#,
+        addr = net.server_addr
+    );
+    let out = NetPair::command(&net.client_ns, "python3")
+        .args(["-c", &client])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "downstream 200\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let spans = receiver.settle(3, Duration::from_secs(30)).await;
+    assert!(agent.stop().success(), "{}", agent.log());
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let find = |path: &str, server: bool| -> &SpanView {
+        spans
+            .iter()
+            .find(|s| s.attr("url.path").as_deref() == Some(path) && s.is_server() == server)
+            .unwrap_or_else(|| panic!("{path} server={server} in {spans:#?}"))
+    };
+    let (up, call, down) = (find("/up", true), find("/down", false), find("/down", true));
+    for s in [up, call, down] {
+        assert_eq!(s.trace_id(), trace, "{spans:#?}");
+    }
+    assert_eq!(up.parent_id(), parent);
+    assert_eq!(call.parent_id(), up.span_id());
+    assert_eq!(down.parent_id(), call.span_id());
+    assert_eq!(
+        recorded(&dir),
+        vec![(trace.to_string(), call.span_id(), "01".to_string())]
+    );
     drop((relay, downstream, net));
 }

@@ -52,6 +52,9 @@ pub struct KernelCtx {
     pub span_id: [u8; 8],
     pub parent_id: Option<[u8; 8]>,
     pub flags: u8,
+    /// The request began in an earlier read: its head was split, and the
+    /// probes decided its span with the read that finished the head.
+    pub continued: bool,
 }
 
 impl KernelCtx {
@@ -65,6 +68,7 @@ impl KernelCtx {
             parent_id: (c.has & seam_common::ctx::PARENT != 0 && c.parent_id != [0; 8])
                 .then_some(c.parent_id),
             flags: c.flags,
+            continued: c.has & seam_common::ctx::CONTINUED != 0,
         })
     }
 }
@@ -315,7 +319,8 @@ mod tests {
                 trace_id: [5; 16],
                 span_id: [6; 8],
                 parent_id: None,
-                flags: 1
+                flags: 1,
+                continued: false,
             })
         );
         assert_eq!(

@@ -436,12 +436,13 @@ impl ConnTracker {
         );
     }
 
-    /// `kernel`: the probes' span for a request starting at that transfer.
+    /// `kernel`: the probes' span for the first request that starts at
+    /// that transfer or, for a head split over reads, is finished by it.
     fn forward(
         counters: &Counters,
         meta: &Arc<ConnMeta>,
         tid: u32,
-        kernel: Option<(Timing, KernelCtx)>,
+        mut kernel: Option<(Timing, KernelCtx)>,
         events: &mut Vec<ProtoEvent>,
         out: &mut Vec<Record>,
     ) {
@@ -457,13 +458,16 @@ impl ConnTracker {
                     start,
                 } => {
                     metrics::inc(&counters.requests_seen);
+                    let kernel_ctx = kernel
+                        .take_if(|(t, k)| *t == start || (k.continued && start.exit_ns < t.exit_ns))
+                        .map(|(_, c)| c);
                     out.push(Record::Start {
                         key: key(seq),
                         conn: meta.clone(),
                         tid,
                         request,
                         timing: start,
-                        kernel_ctx: kernel.filter(|(t, _)| *t == start).map(|(_, c)| c),
+                        kernel_ctx,
                     });
                 }
                 ProtoEvent::Done { seq, exchange } => {
@@ -653,6 +657,69 @@ pub(crate) mod tests {
             None,
             Arc::new(Counters::default()),
         )
+    }
+
+    fn with_ctx(event: Event, span: u8, continued: bool) -> Event {
+        let Event::Data(mut d) = event else {
+            unreachable!()
+        };
+        d.kernel_ctx = Some(KernelCtx {
+            trace_id: [9; 16],
+            span_id: [span; 8],
+            parent_id: None,
+            flags: 1,
+            continued,
+        });
+        Event::Data(d)
+    }
+
+    fn start_ctxs(out: &[Record]) -> Vec<Option<u8>> {
+        out.iter()
+            .filter_map(|r| match r {
+                Record::Start { kernel_ctx, .. } => Some(kernel_ctx.map(|k| k.span_id[0])),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The probes decide a split head's span with the read that finishes
+    /// it: that span is the request's, though the request began earlier.
+    #[test]
+    fn probe_span_of_a_split_head_goes_to_its_request() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        let first = data(1, 100, Direction::Ingress, b"GET /a HTTP/1.1\r\nHo", 10);
+        t.handle(first, &mut out);
+        assert!(out.is_empty());
+        let rest = data(1, 100, Direction::Ingress, b"st: x\r\n\r\n", 20);
+        t.handle(with_ctx(rest, 4, true), &mut out);
+        assert_eq!(start_ctxs(&out), vec![Some(4)]);
+
+        // Without the mark, a span decided at a read that did not start the
+        // request is not taken for it.
+        let mut t = tracker();
+        let mut out = Vec::new();
+        let first = data(1, 100, Direction::Ingress, b"GET /a HTTP/1.1\r\nHo", 10);
+        t.handle(first, &mut out);
+        let rest = data(1, 100, Direction::Ingress, b"st: x\r\n\r\n", 20);
+        t.handle(with_ctx(rest, 4, false), &mut out);
+        assert_eq!(start_ctxs(&out), vec![None]);
+    }
+
+    /// Two requests in one read: the probes decided a span for the first.
+    #[test]
+    fn probe_span_goes_to_one_request_only() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        let both = data(
+            1,
+            100,
+            Direction::Ingress,
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+            10,
+        );
+        t.handle(with_ctx(both, 5, false), &mut out);
+        assert_eq!(start_ctxs(&out), vec![Some(5), None]);
     }
 
     #[test]

@@ -408,18 +408,21 @@ fn ids_decided_by_the_probes_win() {
         span_id: [1; 8],
         parent_id: None,
         flags: 1,
+        continued: false,
     };
     let client = KernelCtx {
         trace_id: trace,
         span_id: [2; 8],
         parent_id: Some([1; 8]),
         flags: 1,
+        continued: false,
     };
     let downstream = KernelCtx {
         trace_id: trace,
         span_id: [3; 8],
         parent_id: Some([2; 8]),
         flags: 1,
+        continued: false,
     };
     w.start_with(&order_srv, 11, t(100, 110), &[], Some(server));
     w.start_with(&order_cli, 11, t(200, 205), &[], Some(client));
@@ -457,6 +460,7 @@ fn probe_root_client_is_not_a_child() {
         span_id: [4; 8],
         parent_id: None,
         flags: 1,
+        continued: false,
     };
     w.start_with(&cli, 11, t(200, 205), &[], Some(root));
     w.done(&cli, t(200, 205), t(320, 330));
