@@ -26,8 +26,9 @@ use aya_ebpf::{
 use seam_common::{MAX_CAPTURE, TraceCtx, ctx, flag};
 
 use crate::maps::{
-    Active, CONFIG, CtxOnSock, HEAD_SCAN, INJECT_BUF, INJECT_SOCKS, INJECT_STATE, INJECTED,
-    InjectState, PENDING_HEADS, PENDING_ZERO, SOCKHASH, SPAN_WORK, Scratch, THREAD_CTX, put, slot,
+    Active, CONFIG, CtxOnSock, HEAD_BUF, HEAD_SCAN, INJECT_BUF, INJECT_SOCKS, INJECT_STATE,
+    INJECTED, InjectState, PENDING_HEADS, PENDING_ZERO, SOCKHASH, SPAN_WORK, Scratch, THREAD_CTX,
+    put, slot,
 };
 
 /// Bytes of a message looked at for a request head.
@@ -422,20 +423,15 @@ pub fn after_transfer(
         return;
     };
     let traceparent_at = head.traceparent_at as usize;
-    let unfinished = head.head_end == 0 && traceparent_at == 0 && len < HEAD_WINDOW;
-    if starts {
-        if unfinished {
-            // The head goes on in the next read: the span is decided there,
-            // from all of it.
+    if head.head_end == 0 && traceparent_at == 0 && len < HEAD_WINDOW {
+        // The head goes on in the next read: the span is decided there, from
+        // all of it (a continued head has been extended already).
+        if starts {
             hold_head(active.sock, data, len);
-            return;
         }
-        forget_head(active.sock);
-    } else if unfinished {
         return;
-    } else {
-        forget_head(active.sock);
     }
+    forget_head(active.sock);
     let Some(work) = SPAN_WORK.get_ptr_mut(0) else {
         return;
     };
@@ -464,7 +460,7 @@ pub fn after_transfer(
 /// Copies `len` bytes of `src` to `buf[at..]`; `at < HEAD_WINDOW` and
 /// `len <= HEAD_WINDOW`, within the `2 * HEAD_WINDOW` buffer.
 #[inline(always)]
-fn copy_head(buf: &mut [u8; 2048 + 128], at: usize, src: *const u8, len: usize) -> Option<()> {
+fn copy_head(buf: &mut [u8; HEAD_BUF], at: usize, src: *const u8, len: usize) -> Option<()> {
     let at = at & (HEAD_WINDOW - 1);
     let len = len & MASK;
     if len > HEAD_WINDOW {
@@ -508,6 +504,15 @@ fn continue_head(sock: u64, data: *const u8, filled: usize) -> Option<(*const u8
         copy_head(&mut (*p).buf, have, data, take)?;
         (*p).len = (have + take) as u64;
         Some(((*p).buf.as_ptr(), have + take))
+    }
+}
+
+/// A traced socket closed: nothing held for it may meet a later socket at
+/// the same address.
+#[inline(always)]
+pub fn on_close(sock: u64) {
+    if enabled() {
+        forget_head(sock);
     }
 }
 

@@ -298,11 +298,13 @@ pub static INJECT_STATE: LruHashMap<u64, InjectState> = LruHashMap::with_max_ent
 #[repr(C)]
 pub struct PendingHead {
     pub len: u64,
-    /// `2 * HEAD_WINDOW` bytes, as the head scanner's masked reads need,
-    /// and room past them: the compiler may add a small constant after the
-    /// mask (a `traceparent` is read at a masked start plus up to 64).
-    pub buf: [u8; 2048 + 128],
+    pub buf: [u8; HEAD_BUF],
 }
+
+/// `2 * HEAD_WINDOW` bytes, as the head scanner's masked reads need, and
+/// room past them: the compiler may add a small constant after the mask (a
+/// `traceparent` is read at a masked start plus up to 64).
+pub const HEAD_BUF: usize = 2 * crate::inject::HEAD_WINDOW + 128;
 
 #[map]
 pub static PENDING_HEADS: LruHashMap<u64, PendingHead> = LruHashMap::with_max_entries(256, 0);

@@ -239,6 +239,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
             };
             if new == TCP_CLOSE {
                 let _ = SOCKS.remove(&sk);
+                inject::on_close(sk);
             }
             if info.flags & SOCK_SEEN == 0 {
                 return Ok(0);
