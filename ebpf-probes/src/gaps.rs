@@ -14,8 +14,8 @@ use crate::{
     ctx::syscall_ret,
     emit::{count, output},
     maps::{
-        Active, CONFIG, FD_PATHS, OFF_CPU, OPENING, OffCpu, PATH_SCRATCH, SERVING, Scratch,
-        Serving, fd_key, put, slot, take,
+        Active, CONFIG, FD_PATHS, OFF_CPU, OPENING, OffCpu, PATH_ZERO, SERVING, Scratch, Serving,
+        fd_key, put, slot, take,
     },
     syscalls::{begin, finish},
 };
@@ -268,7 +268,7 @@ pub fn exit_openat(ctx: TracePointContext) -> u32 {
     if fd < 0 {
         return 0;
     }
-    let Some(slot) = slot(&FD_PATHS, &fd_key(id, fd as i32), &PATH_SCRATCH) else {
+    let Some(slot) = slot(&FD_PATHS, &fd_key(id, fd as i32), &PATH_ZERO) else {
         count(Probe::Open, stat::LOST);
         return 0;
     };

@@ -177,7 +177,7 @@ pub static FD_PATHS: LruHashMap<u64, PathEvent> = LruHashMap::with_max_entries(4
 /// An all-zero name: a new `FD_PATHS` entry is inserted from it, and the
 /// name is then read into the entry in place.
 #[map]
-pub static PATH_SCRATCH: PerCpuArray<PathEvent> = PerCpuArray::with_max_entries(1, 0);
+pub static PATH_ZERO: PerCpuArray<PathEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// The key of descriptor `fd` in the process of `pid_tgid` (`FD_PATHS`,
 /// `FD_SOCKS`): tgid in the high half, fd in the low.
