@@ -6,7 +6,9 @@
 //! - `stitch/*`: the stitch stage taking the Start and Done records of a
 //!   same-host client and server request pair and making their two spans;
 //! - `export/*`: turning a batch of 512 spans into an OTLP export request,
-//!   and encoding it to protobuf.
+//!   and encoding it to protobuf;
+//! - `red/*`: counting 512 spans into the RED metrics, as the pipeline does
+//!   for every span, sampled or not.
 //!
 //! `cargo bench -p seam` runs them; numbers are per request (or per span).
 use std::{hint::black_box, net::SocketAddr, sync::Arc};
@@ -17,6 +19,7 @@ use seam::{
     conn::{ConnMeta, Record, RequestKey},
     discover::{process::ProcessTable, sockets::Endpoints},
     export::otlp,
+    metrics::red::RedMetrics,
     protocol::{
         Direction, Exchange, Parser, ProtoEvent, Request, Role, Timing,
         http1::{Http1Conn, Http1Event},
@@ -292,5 +295,20 @@ fn export(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, http1, stitch, export);
+fn red(c: &mut Criterion) {
+    let spans = batch();
+    let mut g = c.benchmark_group("red");
+    g.throughput(Throughput::Elements(spans.len() as u64));
+    g.bench_function("record_512", |b| {
+        let mut red = RedMetrics::default();
+        b.iter(|| {
+            for s in &spans {
+                red.record(black_box(s));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, http1, stitch, export, red);
 criterion_main!(benches);
