@@ -1,6 +1,6 @@
 //! Arize Phoenix as a real tracing backend: `phoenix serve` on free loopback
 //! ports with its own working directory, read back through its REST API.
-//! Installed by `cargo xtask setup --all` into its own virtualenv.
+//! Installed by `cargo xtask setup` into its own virtualenv.
 use std::{
     path::PathBuf,
     process::Command,
@@ -14,8 +14,8 @@ use crate::{
     procs::{Proc, free_port, scratch_dir},
 };
 
-/// The `phoenix` command: `SEAM_PHOENIX_BIN` (set by `cargo xtask test
-/// --all`), else where `cargo xtask setup --all` puts it.
+/// The `phoenix` command: `SEAM_PHOENIX_BIN` (set by `cargo xtask test`),
+/// else where `cargo xtask setup` puts it.
 pub fn phoenix_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("SEAM_PHOENIX_BIN") {
         return PathBuf::from(p);
@@ -60,7 +60,7 @@ impl Phoenix {
         let bin = phoenix_bin();
         assert!(
             bin.exists(),
-            "no Phoenix at {}; run `cargo xtask setup --all`",
+            "no Phoenix at {}; run `cargo xtask setup`",
             bin.display()
         );
         let http_port = free_port();

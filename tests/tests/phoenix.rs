@@ -1,8 +1,8 @@
 //! seam's spans in a real backend: Arize Phoenix receives the four-service
 //! checkout chain over OTLP gRPC and over HTTP/protobuf, and its REST API
 //! gives each order back as one trace of 7 spans, parented as seam stitched
-//! them. Heavy (Phoenix takes tens of seconds to start), so it runs with
-//! `cargo xtask test --all`, which also installs Phoenix.
+//! them. `cargo xtask setup` installs Phoenix (about a minute, once); the
+//! test takes about 35 s, most of it Phoenix starting.
 //!
 //! Phoenix files spans under a project: the `x-project-name` header of an
 //! OTLP/HTTP request, else the `openinference.project.name` resource
@@ -156,7 +156,6 @@ fn check(spans: &[StoredSpan], chain: &Chain, protocol: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "heavy: cargo xtask test --all"]
 async fn checkout_chain_in_phoenix_over_grpc_and_http() {
     let _serial = serial().await;
     let phoenix = Phoenix::start();

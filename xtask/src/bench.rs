@@ -1328,7 +1328,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let agent_bin = match std::env::var_os(AGENT_ENV) {
         Some(bin) => PathBuf::from(bin),
         None => {
-            setup::ensure(false)?;
+            setup::ensure(setup::Tier::Agent)?;
             if opts.quick {
                 // The debug build `cargo xtask test` made: no release build in CI.
                 tasks::build(false)?

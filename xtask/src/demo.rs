@@ -6,7 +6,7 @@
 //! its own span and the gaps are named.
 //!
 //! `--backend phoenix` also starts Arize Phoenix (installed by `cargo xtask
-//! setup --all`), exports the spans to it over OTLP/HTTP and prints the URL
+//! setup`), exports the spans to it over OTLP/HTTP and prints the URL
 //! of a trace in its UI; `--screenshot` saves that page as a PNG with
 //! headless chromium.
 use std::{
@@ -113,7 +113,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     if opts.backend.is_none() && (opts.once || opts.screenshot.is_some()) {
         bail!("--once and --screenshot go with --backend");
     }
-    setup::ensure(opts.backend.is_some())?;
+    setup::ensure(match (&opts.backend, &opts.screenshot) {
+        (_, Some(_)) => setup::Tier::All,
+        (Some(_), None) => setup::Tier::Tests,
+        (None, None) => setup::Tier::Agent,
+    })?;
     let seam = tasks::build(true)?;
     tasks::become_root()?;
     tasks::mount_kernel_fs()?;

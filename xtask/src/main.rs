@@ -21,13 +21,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what this machine lacks: the pinned nightly with rust-src,
-    /// bpf-linker, and the packages the tests use. Safe to run again.
+    /// bpf-linker, the packages the tests use and Arize Phoenix (a real
+    /// tracing backend, in its own virtualenv). Safe to run again.
     Setup {
         /// Only report what is missing; install nothing.
         #[arg(long)]
         check: bool,
-        /// Also the heavy optional things: Arize Phoenix (a real tracing
-        /// backend, in its own virtualenv) and chromium (screenshots).
+        /// Also chromium, for `demo --screenshot` (screenshots of the
+        /// Phoenix UI).
         #[arg(long)]
         all: bool,
     },
@@ -73,10 +74,6 @@ enum Task {
     Soak(soak::Options),
     /// Run every test: unit tests and end-to-end tests with real probes.
     Test {
-        /// Also the heavy tests (a real Phoenix backend); installs what they
-        /// need first, as `setup --all` does.
-        #[arg(long)]
-        all: bool,
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
@@ -88,7 +85,7 @@ fn main() -> anyhow::Result<()> {
         Task::Setup { check, all } => setup::run(check, all),
         Task::Build { release } => tasks::build(release).map(|_| ()),
         Task::Run { debug, args } => tasks::run(!debug, &args),
-        Task::Test { args, all } => tasks::test(&args, all),
+        Task::Test { args } => tasks::test(&args),
         Task::Demo(opts) => demo::run(&opts),
         Task::Bench(opts) => bench::run(opts),
         Task::Soak(opts) => soak::run(opts),

@@ -1,7 +1,8 @@
 //! `cargo xtask setup`: brings a fresh machine to the point where the agent
 //! builds and every test runs. Each step checks first and skips what is there.
-//! `--all` adds the heavy optional things: a real tracing backend (Arize
-//! Phoenix, in its own virtualenv) and a headless browser for screenshots.
+//! That includes a real tracing backend, Arize Phoenix, in its own virtualenv
+//! (the backend test and `demo --backend phoenix` use it). `--all` adds a
+//! headless browser, which only `demo --screenshot` needs.
 use std::{fs, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -265,34 +266,47 @@ fn install_bpf_linker(version: &str) -> anyhow::Result<()> {
     )
 }
 
-/// The `--all` tier.
-fn heavy_steps() -> Vec<Step> {
-    let venv = phoenix_venv();
-    vec![
-        Step {
-            what: format!(
-                "Arize Phoenix {PHOENIX_VERSION} in {} (cargo xtask test --all, demo --backend phoenix)",
-                venv.display()
-            ),
-            present: phoenix_version().as_deref() == Some(PHOENIX_VERSION),
-            install: Box::new(install_phoenix),
-        },
-        Step {
-            what: "Debian package: chromium (screenshots of the Phoenix UI)".into(),
-            present: has("chromium"),
-            install: Box::new(|| {
-                cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
-                cmd::run(
-                    Command::new("apt-get")
-                        .args(["install", "-y", "-q", "--no-install-recommends", "chromium"])
-                        .env("DEBIAN_FRONTEND", "noninteractive"),
-                )
-            }),
-        },
-    ]
+/// Phoenix, a real backend for the tests and the demo.
+fn phoenix_step() -> Step {
+    Step {
+        what: format!(
+            "Arize Phoenix {PHOENIX_VERSION} in {} (tests/tests/phoenix.rs, demo --backend phoenix)",
+            phoenix_venv().display()
+        ),
+        present: phoenix_version().as_deref() == Some(PHOENIX_VERSION),
+        install: Box::new(install_phoenix),
+    }
 }
 
-fn steps(all: bool) -> anyhow::Result<Vec<Step>> {
+/// The `--all` tier.
+fn heavy_steps() -> Vec<Step> {
+    vec![Step {
+        what: "Debian package: chromium (screenshots of the Phoenix UI)".into(),
+        present: has("chromium"),
+        install: Box::new(|| {
+            cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+            cmd::run(
+                Command::new("apt-get")
+                    .args(["install", "-y", "-q", "--no-install-recommends", "chromium"])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )
+        }),
+    }]
+}
+
+/// How much a task needs.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tier {
+    /// Build and run the agent, drive the benchmarks' servers and clients.
+    Agent,
+    /// Also Phoenix, for the backend test and `demo --backend phoenix`
+    /// (what `cargo xtask setup` installs).
+    Tests,
+    /// Also chromium, for `demo --screenshot` (`setup --all`).
+    All,
+}
+
+fn steps(tier: Tier) -> anyhow::Result<Vec<Step>> {
     let pins = pins()?;
     let mut steps = Vec::new();
     let nightly = pins.nightly.clone();
@@ -360,24 +374,23 @@ fn steps(all: bool) -> anyhow::Result<Vec<Step>> {
             )
         }),
     });
-    if all {
+    if tier >= Tier::Tests {
+        steps.push(phoenix_step());
+    }
+    if tier == Tier::All {
         steps.extend(heavy_steps());
     }
     Ok(steps)
 }
 
-/// What is missing, as descriptions.
-pub fn missing(all: bool) -> anyhow::Result<Vec<String>> {
-    Ok(steps(all)?
-        .into_iter()
-        .filter(|s| !s.present)
-        .map(|s| s.what)
-        .collect())
+/// `cargo xtask setup [--check] [--all]`.
+pub fn run(check_only: bool, all: bool) -> anyhow::Result<()> {
+    run_tier(check_only, if all { Tier::All } else { Tier::Tests })
 }
 
-pub fn run(check_only: bool, all: bool) -> anyhow::Result<()> {
+fn run_tier(check_only: bool, tier: Tier) -> anyhow::Result<()> {
     let mut missing = 0;
-    for step in steps(all)? {
+    for step in steps(tier)? {
         if step.present {
             eprintln!("ok       {}", step.what);
             continue;
@@ -393,17 +406,16 @@ pub fn run(check_only: bool, all: bool) -> anyhow::Result<()> {
     if check_only && missing > 0 {
         bail!(
             "{missing} item(s) missing; run `cargo xtask setup{}`",
-            if all { " --all" } else { "" }
+            if tier == Tier::All { " --all" } else { "" }
         );
     }
     Ok(())
 }
 
-/// Runs setup if anything is missing (for run and test); `all` includes
-/// the heavy tier.
-pub fn ensure(all: bool) -> anyhow::Result<()> {
-    if !missing(all)?.is_empty() {
-        run(false, all)?;
+/// Installs what `tier` needs if anything is missing (for run, test...).
+pub fn ensure(tier: Tier) -> anyhow::Result<()> {
+    if steps(tier)?.iter().any(|s| !s.present) {
+        run_tier(false, tier)?;
     }
     Ok(())
 }

@@ -75,7 +75,7 @@ impl Figures {
 }
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
-    setup::ensure(false)?;
+    setup::ensure(setup::Tier::Agent)?;
     tasks::become_root()?;
     tasks::mount_kernel_fs()?;
     let _machine = cmd::machine_lock()?;

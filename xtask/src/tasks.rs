@@ -65,7 +65,7 @@ pub fn become_root() -> anyhow::Result<()> {
 }
 
 pub fn run(release: bool, args: &[String]) -> anyhow::Result<()> {
-    setup::ensure(false)?;
+    setup::ensure(setup::Tier::Agent)?;
     let bin = build(release)?;
     become_root()?;
     mount_kernel_fs()?;
@@ -74,10 +74,10 @@ pub fn run(release: bool, args: &[String]) -> anyhow::Result<()> {
     Err(err).with_context(|| format!("running {}", bin.display()))
 }
 
-/// `all`: also the heavy tests (`#[ignore = "heavy: ..."]`), which need
-/// what `setup --all` installs.
-pub fn test(args: &[String], all: bool) -> anyhow::Result<()> {
-    setup::ensure(all)?;
+/// Every test of the workspace (Phoenix, the real backend of
+/// tests/tests/phoenix.rs, comes from `setup`).
+pub fn test(args: &[String]) -> anyhow::Result<()> {
+    setup::ensure(setup::Tier::Tests)?;
     become_root()?;
     mount_kernel_fs()?;
     let bin = build(false)?;
@@ -85,10 +85,8 @@ pub fn test(args: &[String], all: bool) -> anyhow::Result<()> {
     c.current_dir(root())
         .args(["test", "--workspace", "--no-fail-fast"])
         .env("SEAM_BIN", &bin)
-        .args(test_args(args, all));
-    if all {
-        c.env("SEAM_PHOENIX_BIN", setup::phoenix_bin());
-    }
+        .env("SEAM_PHOENIX_BIN", setup::phoenix_bin())
+        .args(args);
     cmd::run(&mut c)?;
     // fuzz/ is its own workspace (cargo-fuzz needs that); its library tests
     // check the seed corpus still matches the record formats, so that a
@@ -100,37 +98,4 @@ pub fn test(args: &[String], all: bool) -> anyhow::Result<()> {
         cmd::run(&mut f)?;
     }
     Ok(())
-}
-
-/// The `cargo test` arguments: with `all`, the test harness also runs the
-/// ignored (heavy) tests, whether or not `args` already has a `--` part.
-fn test_args(args: &[String], all: bool) -> Vec<String> {
-    let mut out = args.to_vec();
-    if all {
-        if !out.iter().any(|a| a == "--") {
-            out.push("--".into());
-        }
-        out.push("--include-ignored".into());
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::test_args;
-
-    #[test]
-    fn all_includes_ignored_tests() {
-        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-        assert_eq!(test_args(&[], false), s(&[]));
-        assert_eq!(test_args(&[], true), s(&["--", "--include-ignored"]));
-        assert_eq!(
-            test_args(&s(&["--test", "phoenix"]), true),
-            s(&["--test", "phoenix", "--", "--include-ignored"])
-        );
-        assert_eq!(
-            test_args(&s(&["--", "--nocapture"]), true),
-            s(&["--", "--nocapture", "--include-ignored"])
-        );
-    }
 }
