@@ -189,14 +189,19 @@ async fn injected_headers_join_traces_across_hosts_and_keep_bytes_exact() {
 
     // keepalive: 300 exchanges → 300 client and 300 server spans, each pair
     // in one trace, the server a child of exactly the client span whose ids
-    // went on the wire. simple: the same for one request.
+    // went on the wire. simple: the same for one request. The wait also
+    // covers the /existing server span checked below: it can come in a
+    // later export batch than the last of these.
     let expected_spans = 2 * (300 + 1);
+    let is_existing_server =
+        |s: &SpanView| s.is_server() && s.attr("url.path").as_deref() == Some("/existing");
     let spans = receiver
         .wait_until(Duration::from_secs(30), |s| {
             s.iter()
                 .filter(|s| matches!(s.attr("url.path").as_deref(), Some("/ka" | "/simple")))
                 .count()
                 >= expected_spans
+                && s.iter().any(is_existing_server)
         })
         .await;
     assert!(agent.stop().success(), "{}", agent.log());
@@ -247,7 +252,7 @@ async fn injected_headers_join_traces_across_hosts_and_keep_bytes_exact() {
     // joined that trace.
     let existing = spans
         .iter()
-        .find(|s| s.is_server() && s.attr("url.path").as_deref() == Some("/existing"))
+        .find(|s| is_existing_server(s))
         .expect("server span of /existing");
     assert_eq!(
         (existing.trace_id(), existing.parent_id()),
